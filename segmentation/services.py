@@ -1,0 +1,254 @@
+"""Every write lives here: typed, keyword-only, one place per state change.
+
+Views validate and call these; tasks fetch by id and call these. Events to teammates are sent on
+commit, so nobody is told about a row that was rolled back.
+"""
+
+import hashlib
+import logging
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, User
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+from . import events, jobs, rle
+from .image_files import RejectedImage, load_rgb, prepare_image
+from .models import Embedding, Image, ImageStatus, Mask, Membership, Project, Role
+from .sam import embedding_codec
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidInput(ValueError):
+    """Bad input that the client must fix (400)."""
+
+
+# --- projects and members -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def project_create(*, user: AbstractBaseUser, name: str) -> Project:
+    project = Project.objects.create(name=_clean_name(name), created_by_id=user.pk)
+    Membership.objects.create(project=project, user_id=user.pk, role=Role.OWNER)
+    return project
+
+
+def project_rename(*, project: Project, name: str) -> Project:
+    project.name = _clean_name(name)
+    project.save(update_fields=["name"])
+    return project
+
+
+def project_delete(*, project: Project) -> None:
+    files = [image.file.name for image in project.images.all()]
+    files += [e.file.name for e in Embedding.objects.filter(image__project=project)]
+    project.delete()
+    transaction.on_commit(lambda: _delete_files(files))
+
+
+def member_add(*, project: Project, username: str, role: str) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(f"role must be one of {', '.join(Role.values)}")
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise InvalidInput(f"no user named {username!r}")
+    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+def _clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("name must not be empty")
+    if len(name) > 200:
+        raise InvalidInput("name must be at most 200 characters")
+    return name
+
+
+# --- images and embeddings --------------------------------------------------------------------------
+
+
+def image_create(*, project: Project, user: AbstractBaseUser, data: bytes, filename: str) -> Image:
+    """Validate the bytes, store the normalised pixels under a generated name, queue the embedding.
+
+    Raises RejectedImage (with its HTTP status) before anything is written.
+    """
+    prepared = prepare_image(data, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
+    image = Image(
+        project=project,
+        original_name=(filename or "image")[:255],
+        sha256=prepared.sha256,
+        width=prepared.width,
+        height=prepared.height,
+        uploaded_by_id=user.pk,
+    )
+    image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(prepared.png), save=False)
+    try:
+        with transaction.atomic():
+            image.save()
+            transaction.on_commit(lambda: jobs.enqueue_embedding(image.id))
+    except BaseException:
+        # No file without a row: the row did not make it, so neither does the file.
+        image.file.delete(save=False)
+        raise
+    return image
+
+
+def image_delete(*, image: Image) -> None:
+    files = [image.file.name] + [e.file.name for e in image.embeddings.all()]
+    project_id, image_id = image.project_id, image.id
+    image.delete()
+    transaction.on_commit(lambda: _delete_files(files))
+    transaction.on_commit(
+        lambda: events.send_project_event(project_id, "image.status", {"image": image_id, "status": "deleted", "error": ""})
+    )
+
+
+def embedding_compute(*, image_id: int) -> None:
+    """Encode one image with the configured model and store its embedding. Idempotent per (image, model)."""
+    from . import model_runtime
+    from .sam.predictor import encode_image
+
+    image = Image.objects.filter(pk=image_id).first()
+    if image is None:
+        logger.info("image %s was deleted before its embedding ran", image_id)
+        return
+    model_key = model_runtime.current_spec().key
+    if image.embeddings.filter(model_key=model_key).exists():
+        _set_status(image, ImageStatus.READY)
+        return
+    _set_status(image, ImageStatus.EMBEDDING)
+    with image.file.open("rb") as handle:
+        pixels = load_rgb(handle.read())
+    embedding = encode_image(model_runtime.loaded_model(), pixels)
+    embedding_store(image=image, model_key=model_key, blob=embedding_codec.encode(embedding, model_key=model_key))
+
+
+def embedding_store(*, image: Image, model_key: str, blob: bytes) -> Embedding:
+    digest = hashlib.sha256(blob).hexdigest()
+    with transaction.atomic():
+        # Lock the image row so a redelivered job racing this one cannot store a second embedding.
+        locked = Image.objects.select_for_update().get(pk=image.pk)
+        existing = locked.embeddings.filter(model_key=model_key).first()
+        if existing is not None:
+            embedding = existing
+        else:
+            embedding = Embedding(image=locked, model_key=model_key, digest=digest, size_bytes=len(blob))
+            embedding.file.save(f"{digest}.bin", ContentFile(blob), save=False)
+            embedding.save()
+        locked.status = ImageStatus.READY
+        locked.error = ""
+        locked.save(update_fields=["status", "error", "updated_at"])
+        transaction.on_commit(lambda: _announce_status(locked))
+    return embedding
+
+
+def embedding_failed(*, image_id: int, reason: str) -> None:
+    image = Image.objects.filter(pk=image_id).first()
+    if image is not None:
+        _set_status(image, ImageStatus.FAILED, error=reason)
+
+
+def _set_status(image: Image, status: str, *, error: str = "") -> None:
+    image.status = status
+    image.error = error
+    image.save(update_fields=["status", "error", "updated_at"])
+    transaction.on_commit(lambda: _announce_status(image))
+
+
+def _announce_status(image: Image) -> None:
+    events.send_project_event(
+        image.project_id, "image.status", {"image": image.id, "status": image.status, "error": image.error}
+    )
+
+
+# --- masks ------------------------------------------------------------------------------------------
+
+
+def mask_save(
+    *,
+    image: Image,
+    user: AbstractBaseUser,
+    label: str,
+    rle_data: object,
+    points: list[list[float]],
+    box: list[float] | None,
+    score: float | None,
+    model_key: str = "",
+) -> Mask:
+    """Store a full-resolution mask. Raises InvalidInput when it does not fit the image."""
+    try:
+        checked = rle.validate(rle_data, height=image.height, width=image.width)
+    except rle.InvalidRLE as error:
+        raise InvalidInput(str(error)) from error
+    _check_prompts(image, points, box)
+    area, bbox = rle.area_and_bbox(checked)
+    mask = Mask.objects.create(
+        image=image,
+        label=_clean_label(label),
+        rle_counts=checked["counts"],
+        area=area,
+        bbox=bbox,
+        points=points,
+        box=box,
+        score=score,
+        model_key=model_key,
+        created_by_id=user.pk,
+    )
+    transaction.on_commit(
+        lambda: events.send_project_event(image.project_id, "mask.saved", {"image": image.id, "mask": mask.id})
+    )
+    return mask
+
+
+def mask_update(*, mask: Mask, label: str) -> Mask:
+    mask.label = _clean_label(label)
+    mask.save(update_fields=["label", "updated_at"])
+    image_id, project_id, mask_id = mask.image_id, mask.image.project_id, mask.id
+    transaction.on_commit(
+        lambda: events.send_project_event(project_id, "mask.saved", {"image": image_id, "mask": mask_id})
+    )
+    return mask
+
+
+def mask_delete(*, mask: Mask) -> None:
+    image_id, project_id, mask_id = mask.image_id, mask.image.project_id, mask.id
+    mask.delete()
+    transaction.on_commit(
+        lambda: events.send_project_event(project_id, "mask.deleted", {"image": image_id, "mask": mask_id})
+    )
+
+
+def _clean_label(label: Any) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise InvalidInput("label must be a non-empty string")
+    if len(label) > 100:
+        raise InvalidInput("label must be at most 100 characters")
+    return label.strip()
+
+
+def _check_prompts(image: Image, points: list[list[float]], box: list[float] | None) -> None:
+    for point in points:
+        x, y, _ = point
+        if not (0 <= x <= image.width and 0 <= y <= image.height):
+            raise InvalidInput(f"point {point} lies outside the {image.width}x{image.height} image")
+    if box is not None:
+        x0, y0, x1, y1 = box
+        if not (x0 < x1 and y0 < y1):
+            raise InvalidInput("box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
+
+
+def _delete_files(names: list[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.warning("could not delete %s", name)
+
+
+__all__ = ["InvalidInput", "RejectedImage"]

@@ -1,0 +1,81 @@
+"""Server-side decoding through the API, checked against the official MobileSAM outputs."""
+
+import json
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from segmentation import rle, services
+from segmentation.models import Image, Project
+from tests.conftest import FIXTURES
+
+MOBILE_SAM = FIXTURES / "mobile_sam"
+
+
+def official(case_image: str, prompt_name: str) -> tuple[dict, dict]:
+    manifest = json.loads((MOBILE_SAM / "manifest.json").read_text())
+    case = next(c for c in manifest["cases"] if c["image"] == case_image)
+    prompt = next(p for p in case["prompts"] if p["name"] == prompt_name)
+    outputs = np.load(MOBILE_SAM / prompt["outputs"])
+    masks = np.unpackbits(outputs["masks"], axis=-1, count=case["width"]).astype(bool)
+    return prompt, {"masks": masks.reshape(-1, case["height"], case["width"]), "iou": outputs["iou"].reshape(-1)}
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture
+def astronaut(alice: User, project: Project) -> Image:
+    image = services.image_create(project=project, user=alice, data=(MOBILE_SAM / "astronaut.png").read_bytes(), filename="astronaut.png")
+    services.embedding_compute(image_id=image.id)
+    image.refresh_from_db()
+    assert image.status == "ready"
+    return image
+
+
+@pytest.mark.parametrize("prompt_name", ["one_point", "pos_neg", "box", "box_point"])
+def test_it_segments_like_the_official_predictor(as_vera: APIClient, astronaut: Image, prompt_name: str) -> None:
+    prompt, expected = official("astronaut.png", prompt_name)
+    points = [[x, y, label] for (x, y), label in zip(prompt["points"] or [], prompt["labels"] or [], strict=True)]
+    response = as_vera.post(
+        f"/api/v1/images/{astronaut.id}/segment",
+        {"points": points, "box": prompt["box"], "multimask": prompt["multimask"]},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    masks = response.json()["masks"]
+    assert len(masks) == len(expected["iou"])
+    # Returned best first: compare with the official candidates in the same order.
+    order = np.argsort(-expected["iou"])
+    for got, index in zip(masks, order, strict=True):
+        assert abs(got["score"] - float(expected["iou"][index])) < 1e-3
+        assert iou(rle.decode(got["rle"]), expected["masks"][index]) >= 0.99
+
+
+def test_it_explains_bad_prompts(as_alice: APIClient, astronaut: Image) -> None:
+    url = f"/api/v1/images/{astronaut.id}/segment"
+    for body in [{}, {"points": [[1, 2]]}, {"points": [[1, 2, 5]]}, {"box": [1, 2, 3]}, {"points": "nope"}]:
+        response = as_alice.post(url, body, format="json")
+        assert response.status_code == 400, body
+        assert response.json()["error"]
+
+
+def test_the_embedding_is_served_content_addressed(as_alice: APIClient, astronaut: Image) -> None:
+    detail = as_alice.get(f"/api/v1/images/{astronaut.id}/").json()
+    assert detail["status"] == "ready"
+    url = detail["embedding_url"]
+    response = as_alice.get(url)
+    assert response.status_code == 200
+    assert "immutable" in response["Cache-Control"]
+    etag = response["ETag"]
+    assert as_alice.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    blob = b"".join(response.streaming_content)
+    from segmentation.sam import embedding_codec
+
+    header, tensor = embedding_codec.decode(blob)
+    assert header.model == "mobile_sam"
+    official_embedding = np.load(MOBILE_SAM / "astronaut.embedding.npz")["embedding"]
+    assert np.abs(tensor - official_embedding).max() < 5e-3  # float16 storage
