@@ -6,16 +6,15 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import exports, model_runtime, rle, selectors, services
 from .image_files import RejectedImage
-from .models import Embedding, Image, Membership
+from .models import Embedding, Image
 from .sam import embedding_codec
 from .serializers import (
     ImageSerializer,
@@ -35,7 +34,9 @@ def _image_context() -> dict[str, Any]:
 
 
 def _images_with_embeddings() -> Any:
-    return Image.objects.prefetch_related(Prefetch("embeddings", queryset=Embedding.objects.only("id", "image_id", "model_key", "digest")))
+    return Image.objects.prefetch_related(
+        Prefetch("embeddings", queryset=Embedding.objects.only("id", "image_id", "model_key", "digest"))
+    )
 
 
 # --- projects -----------------------------------------------------------------------------------------
@@ -50,8 +51,7 @@ def projects(request: Request) -> Response:
         project = services.project_create(user=request.user, name=data.validated_data["name"])
         return Response(ProjectSerializer(project, context={"roles": {project.id: "owner"}}).data, status=201)
     mine = selectors.projects_for(request.user)
-    roles = dict(Membership.objects.filter(user_id=request.user.pk).values_list("project_id", "role"))
-    return Response(ProjectSerializer(mine, many=True, context={"roles": roles}).data)
+    return Response(ProjectSerializer(mine, many=True, context={"roles": selectors.roles_of(request.user)}).data)
 
 
 @extend_schema(request=ProjectInSerializer, responses=ProjectSerializer)
@@ -87,8 +87,15 @@ def project_members(request: Request, project_id: int) -> Response:
 # --- images -------------------------------------------------------------------------------------------
 
 
-
-@extend_schema(request={"multipart/form-data": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}, responses=ImageSerializer(many=True))
+@extend_schema(
+    request={
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses=ImageSerializer(many=True),
+)
 @api_view(["GET", "POST"])
 def project_images(request: Request, project_id: int) -> Response:
     project, _ = selectors.project_for(request.user, project_id, write=request.method == "POST")
@@ -112,7 +119,11 @@ def _upload(request: Request, project: Any) -> Response:
         with transaction.atomic():
             for upload in uploads:
                 try:
-                    created.append(services.image_create(project=project, user=request.user, data=upload.read(), filename=upload.name or ""))
+                    created.append(
+                        services.image_create(
+                            project=project, user=request.user, data=upload.read(), filename=upload.name or ""
+                        )
+                    )
                 except RejectedImage as error:
                     raise RejectedImage(f"{upload.name}: {error}", status=error.status) from error
     except BaseException:
@@ -144,12 +155,13 @@ def image_file(request: Request, image_id: int) -> FileResponse:
 
 @extend_schema(responses={(200, embedding_codec.CONTENT_TYPE): bytes})
 @api_view(["GET"])
-def image_embedding(request: Request, image_id: int) -> HttpResponse:
+def image_embedding(request: Request, image_id: int) -> HttpResponseBase:
     image, _ = selectors.image_for(request.user, image_id)
     embedding = image.embeddings.filter(model_key=model_runtime.current_spec().key).first()
     if embedding is None:
         return HttpResponse('{"error": "the embedding is not ready yet"}', status=409, content_type="application/json")
     etag = f'"{embedding.digest}"'
+    response: HttpResponseBase
     if request.headers.get("If-None-Match") == etag:
         response = HttpResponse(status=304)
     else:
@@ -255,7 +267,7 @@ def project_export(request: Request, project_id: int) -> StreamingHttpResponse |
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes})
 @api_view(["GET"])
-def model_decoder(request: Request, model_key: str) -> HttpResponse | Response:
+def model_decoder(request: Request, model_key: str) -> HttpResponseBase:
     if model_key != model_runtime.current_spec().key:
         return Response({"error": f"this server runs model {model_runtime.current_spec().key}"}, status=404)
     path = model_runtime.decoder_path()

@@ -27,7 +27,9 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def image_status(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "image.status", "image": event["image"], "status": event["status"], "error": event["error"]})
+        await self.send_json(
+            {"type": "image.status", "image": event["image"], "status": event["status"], "error": event["error"]}
+        )
 
     async def mask_saved(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "mask.saved", "image": event["image"], "mask": event["mask"]})

@@ -60,8 +60,11 @@ def _coco_chunks(project: Project) -> Iterator[bytes]:
     category_ids = {label: index + 1 for index, label in enumerate(labels)}
     categories = [{"id": category_ids[label], "name": label, "supercategory": ""} for label in labels]
     yield (
-        '{"info": ' + json.dumps({"description": project.name, "version": "1.0"})
-        + ', "licenses": [], "categories": ' + json.dumps(categories) + ', "images": ['
+        '{"info": '
+        + json.dumps({"description": project.name, "version": "1.0"})
+        + ', "licenses": [], "categories": '
+        + json.dumps(categories)
+        + ', "images": ['
     ).encode()
     first = True
     annotations: list[dict[str, object]] = []
@@ -96,7 +99,15 @@ def _png_members(project: Project) -> Iterator[tuple[str, bytes]]:
         for mask in image.masks.all():
             mask.image = image
             name = f"{_stem(image.original_name)}_{image.id}/{mask.id}_{_slug(mask.label)}.png"
-            index.append({"file": name, "image": image.original_name, "image_id": image.id, "mask_id": mask.id, "label": mask.label})
+            index.append(
+                {
+                    "file": name,
+                    "image": image.original_name,
+                    "image_id": image.id,
+                    "mask_id": mask.id,
+                    "label": mask.label,
+                }
+            )
             yield name, mask_png(mask)
     yield "masks.json", json.dumps(index, indent=1).encode()
 

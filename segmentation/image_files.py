@@ -41,11 +41,11 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
     except Image.DecompressionBombError as error:
         raise RejectedImage(f"the image declares too many pixels ({error})", status=413) from error
     except UnidentifiedImageError as error:
-        raise RejectedImage(
-            f"not an image we can read (allowed: {', '.join(ALLOWED_FORMATS)})", status=415
-        ) from error
+        raise RejectedImage(f"not an image we can read (allowed: {', '.join(ALLOWED_FORMATS)})", status=415) from error
     if image.format not in ALLOWED_FORMATS:
-        raise RejectedImage(f"{image.format} images are not supported (allowed: {', '.join(ALLOWED_FORMATS)})", status=415)
+        raise RejectedImage(
+            f"{image.format} images are not supported (allowed: {', '.join(ALLOWED_FORMATS)})", status=415
+        )
     # Check the declared size before decoding a single pixel: a decompression bomb is refused here.
     width, height = image.size
     if width * height > max_pixels:
@@ -57,7 +57,9 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
     rgb = to_rgb(ImageOps.exif_transpose(image))
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG", compress_level=3)
-    return PreparedImage(png=buffer.getvalue(), width=rgb.width, height=rgb.height, sha256=hashlib.sha256(data).hexdigest())
+    return PreparedImage(
+        png=buffer.getvalue(), width=rgb.width, height=rgb.height, sha256=hashlib.sha256(data).hexdigest()
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -17,7 +17,7 @@ def enqueue_embedding(image_id: int) -> None:
     from .tasks import embed_image
 
     if settings.CELERY_BROKER_URL:
-        embed_image.apply_async(args=[image_id])
+        embed_image.apply_async(args=(image_id,))
     else:
         _local_worker.submit(_run_locally, image_id)
 

@@ -6,8 +6,6 @@ checkpoint lives (`CHECKPOINT_DIR`), where its ONNX decoder is cached (`DATA_DIR
 
 import functools
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,7 +14,7 @@ from django.conf import settings
 from .sam import registry
 from .sam.build import build_model
 from .sam.checkpoints import CheckpointUnavailable, ensure_checkpoint
-from .sam.onnx_decoder import OnnxDecoder, export_decoder
+from .sam.onnx_decoder import OnnxDecoder, decoder_onnx_path, ensure_decoder_onnx
 from .sam.sam import Sam
 
 logger = logging.getLogger(__name__)
@@ -59,25 +57,13 @@ def loaded_model() -> Sam:
 
 
 def decoder_path() -> Path:
-    """The ONNX decoder for the current model, exported on first use.
-
-    The file name carries the checkpoint's hash, so a changed checkpoint never reuses a stale export.
-    """
+    """The ONNX decoder for the current model, exported on first use (atomically; the file name
+    carries the checkpoint hash and the export format version, so a stale export is never reused)."""
     spec = current_spec()
-    digest = (spec.checkpoint_sha256 or "unverified")[:12]
-    path = settings.DATA_DIR / "decoders" / f"{spec.key}-{digest}.onnx"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model = build_model(spec, checkpoint_path())
-        # Write beside the target and rename: a concurrent exporter or a crash never leaves half a file.
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(handle)
-        try:
-            export_decoder(model, Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    path = decoder_onnx_path(spec, settings.DECODER_DIR)
+    if not path.is_file():
+        checkpoint = checkpoint_path()
+        path = ensure_decoder_onnx(spec, build_model(spec, checkpoint), checkpoint, settings.DECODER_DIR)
         logger.info("exported the ONNX decoder for %s to %s", spec.key, path)
     return path
 

@@ -79,6 +79,9 @@ class Embedding(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["image", "model_key"], name="one_embedding_per_model")]
 
+    def __str__(self) -> str:
+        return f"{self.model_key} embedding of image {self.image_id}"
+
 
 class Mask(models.Model):
     """A saved object: its full-resolution mask as COCO compressed RLE and the prompts that made it."""

@@ -14,15 +14,27 @@ class NotAllowed(Exception):
     """A member whose role does not allow this write (403)."""
 
 
+def user_id(user: AnyUser) -> int:
+    """The signed-in user's id; an anonymous user sees nothing (404)."""
+    if not user.is_authenticated or user.pk is None:
+        raise Http404("not found")
+    return int(user.pk)
+
+
 def projects_for(user: AnyUser) -> QuerySet[Project]:
     return (
-        Project.objects.filter(memberships__user_id=user.pk)
+        Project.objects.filter(memberships__user_id=user_id(user))
         .annotate(
             image_count=Count("images", distinct=True),
             ready_count=Count("images", filter=Q(images__status="ready"), distinct=True),
         )
         .order_by("-created_at", "-id")
     )
+
+
+def roles_of(user: AnyUser) -> dict[int, str]:
+    """project id -> the user's role there."""
+    return dict(Membership.objects.filter(user_id=user_id(user)).values_list("project_id", "role"))
 
 
 def role_in(user: AnyUser, project_id: int) -> str:

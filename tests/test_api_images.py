@@ -2,6 +2,7 @@ import io
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,9 +12,10 @@ from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from segmentation.models import Image, Project
+from tests.conftest import body
 
 
-def upload(client: APIClient, project: Project, *files: tuple[str, bytes]) -> object:
+def upload(client: APIClient, project: Project, *files: tuple[str, bytes]) -> Any:
     payload = {"file": [SimpleUploadedFile(name, data) for name, data in files]}
     return client.post(f"/api/v1/projects/{project.id}/images/", payload, format="multipart")
 
@@ -23,11 +25,18 @@ def stored_files() -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def test_it_uploads_many_images_at_once(as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]) -> None:
-    response = upload(as_alice, project, ("a.png", make_image_bytes("PNG")), ("b.jpg", make_image_bytes("JPEG", size=(30, 20))))
+def test_it_uploads_many_images_at_once(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
+    response = upload(
+        as_alice, project, ("a.png", make_image_bytes("PNG")), ("b.jpg", make_image_bytes("JPEG", size=(30, 20)))
+    )
     assert response.status_code == 201
     body = response.json()
-    assert [(i["name"], i["width"], i["height"], i["status"]) for i in body] == [("a.png", 64, 48, "queued"), ("b.jpg", 30, 20, "queued")]
+    assert [(i["name"], i["width"], i["height"], i["status"]) for i in body] == [
+        ("a.png", 64, 48, "queued"),
+        ("b.jpg", 30, 20, "queued"),
+    ]
     assert body[0]["model"] == "mobile_sam"
     assert Image.objects.count() == 2
     assert len(stored_files()) == 2
@@ -41,14 +50,18 @@ def test_it_refuses_a_non_image_by_content(as_alice: APIClient, project: Project
     assert stored_files() == []
 
 
-def test_a_bad_file_in_a_batch_leaves_nothing_half_saved(as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]) -> None:
+def test_a_bad_file_in_a_batch_leaves_nothing_half_saved(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
     response = upload(as_alice, project, ("good.png", make_image_bytes("PNG")), ("bad.png", b"not an image"))
     assert response.status_code == 415
     assert Image.objects.count() == 0
     assert stored_files() == []
 
 
-def test_it_refuses_a_truncated_file(as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]) -> None:
+def test_it_refuses_a_truncated_file(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
     data = make_image_bytes("PNG", size=(200, 200))
     response = upload(as_alice, project, ("cut.png", data[: len(data) // 2]))
     assert response.status_code == 400
@@ -63,13 +76,19 @@ def test_it_refuses_a_decompression_bomb_before_decoding(as_alice: APIClient, pr
 
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
     response = upload(as_alice, project, ("bomb.png", bomb))
     assert response.status_code == 413
     assert "pixels" in response.json()["error"]
 
 
-def test_it_refuses_a_file_over_the_byte_limit(as_alice: APIClient, project: Project, settings: object, make_image_bytes: Callable[..., bytes]) -> None:
+def test_it_refuses_a_file_over_the_byte_limit(
+    as_alice: APIClient, project: Project, settings: object, make_image_bytes: Callable[..., bytes]
+) -> None:
     settings.MAX_UPLOAD_BYTES = 1000  # type: ignore[attr-defined]
     response = upload(as_alice, project, ("big.png", make_image_bytes("PNG", size=(100, 100))))
     assert response.status_code == 413
@@ -99,18 +118,22 @@ def test_it_applies_exif_orientation(as_alice: APIClient, project: Project) -> N
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "L", "CMYK"])
-def test_it_normalises_colour_modes_to_rgb(as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes], mode: str) -> None:
+def test_it_normalises_colour_modes_to_rgb(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes], mode: str
+) -> None:
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     response = upload(as_alice, project, (f"x.{fmt.lower()}", make_image_bytes(fmt, mode=mode)))
     assert response.status_code == 201
     assert PILImage.open(Image.objects.get().file.path).mode == "RGB"
 
 
-def test_it_serves_the_image_only_to_members(as_alice: APIClient, as_bob: APIClient, project: Project, make_image_bytes: Callable[..., bytes]) -> None:
+def test_it_serves_the_image_only_to_members(
+    as_alice: APIClient, as_bob: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
     image_id = upload(as_alice, project, ("a.png", make_image_bytes("PNG"))).json()[0]["id"]
     response = as_alice.get(f"/api/v1/images/{image_id}/file")
     assert response.status_code == 200
-    assert PILImage.open(io.BytesIO(b"".join(response.streaming_content))).size == (64, 48)
+    assert PILImage.open(io.BytesIO(body(response))).size == (64, 48)
     assert as_bob.get(f"/api/v1/images/{image_id}/file").status_code == 404
     assert as_bob.get(f"/api/v1/images/{image_id}/").status_code == 404
     assert as_bob.get(f"/api/v1/images/{image_id}/embedding").status_code == 404
@@ -122,7 +145,9 @@ def test_a_viewer_cannot_upload(as_vera: APIClient, project: Project, make_image
     assert Image.objects.count() == 0
 
 
-def test_the_embedding_is_409_until_ready(as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]) -> None:
+def test_the_embedding_is_409_until_ready(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
     image_id = upload(as_alice, project, ("a.png", make_image_bytes("PNG"))).json()[0]["id"]
     response = as_alice.get(f"/api/v1/images/{image_id}/embedding")
     assert response.status_code == 409

@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from django.contrib.auth.models import User
@@ -8,8 +10,10 @@ from segmentation.models import Image, Mask, Project
 
 
 @pytest.fixture
-def image(alice: User, project: Project, make_image_bytes: object) -> Image:
-    return services.image_create(project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="a.png")  # type: ignore[operator]
+def image(alice: User, project: Project, make_image_bytes: Callable[..., bytes]) -> Image:
+    return services.image_create(
+        project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="a.png"
+    )
 
 
 def square_rle(height: int = 30, width: int = 40) -> dict:
@@ -63,7 +67,9 @@ def test_it_refuses_prompts_outside_the_image(as_alice: APIClient, image: Image)
 
 
 def test_relabel_and_delete(as_alice: APIClient, as_vera: APIClient, as_bob: APIClient, image: Image) -> None:
-    mask_id = as_alice.post(f"/api/v1/images/{image.id}/masks/", {"label": "cat", "rle": square_rle()}, format="json").json()["id"]
+    mask_id = as_alice.post(
+        f"/api/v1/images/{image.id}/masks/", {"label": "cat", "rle": square_rle()}, format="json"
+    ).json()["id"]
     assert as_vera.patch(f"/api/v1/masks/{mask_id}/", {"label": "dog"}, format="json").status_code == 403
     assert as_bob.patch(f"/api/v1/masks/{mask_id}/", {"label": "dog"}, format="json").status_code == 404
     assert as_alice.patch(f"/api/v1/masks/{mask_id}/", {"label": "dog"}, format="json").json()["label"] == "dog"
@@ -82,7 +88,9 @@ def test_the_mask_downloads_as_png(as_alice: APIClient, image: Image) -> None:
 
     from PIL import Image as PILImage
 
-    mask_id = as_alice.post(f"/api/v1/images/{image.id}/masks/", {"label": "cat", "rle": square_rle()}, format="json").json()["id"]
+    mask_id = as_alice.post(
+        f"/api/v1/images/{image.id}/masks/", {"label": "cat", "rle": square_rle()}, format="json"
+    ).json()["id"]
     response = as_alice.get(f"/api/v1/masks/{mask_id}/png")
     assert response.status_code == 200
     png = np.asarray(PILImage.open(io.BytesIO(response.content)))

@@ -68,16 +68,29 @@ def test_an_editor_renames_but_cannot_delete(as_alice: APIClient, project: Proje
     assert as_bob.delete(f"/api/v1/projects/{project.id}/").status_code == 403
 
 
-def test_members_are_listed_and_added_by_the_owner(as_alice: APIClient, as_vera: APIClient, project: Project, bob: User) -> None:
+def test_members_are_listed_and_added_by_the_owner(
+    as_alice: APIClient, as_vera: APIClient, project: Project, bob: User
+) -> None:
     members = as_alice.get(f"/api/v1/projects/{project.id}/members/").json()
     assert members == [{"username": "alice", "role": "owner"}, {"username": "vera", "role": "viewer"}]
-    assert as_vera.post(f"/api/v1/projects/{project.id}/members/", {"username": "bob", "role": "editor"}, format="json").status_code == 403
-    response = as_alice.post(f"/api/v1/projects/{project.id}/members/", {"username": "nobody", "role": "editor"}, format="json")
+    assert (
+        as_vera.post(
+            f"/api/v1/projects/{project.id}/members/", {"username": "bob", "role": "editor"}, format="json"
+        ).status_code
+        == 403
+    )
+    response = as_alice.post(
+        f"/api/v1/projects/{project.id}/members/", {"username": "nobody", "role": "editor"}, format="json"
+    )
     assert response.status_code == 400
     assert "nobody" in response.json()["error"]
-    response = as_alice.post(f"/api/v1/projects/{project.id}/members/", {"username": "bob", "role": "boss"}, format="json")
+    response = as_alice.post(
+        f"/api/v1/projects/{project.id}/members/", {"username": "bob", "role": "boss"}, format="json"
+    )
     assert response.status_code == 400
-    response = as_alice.post(f"/api/v1/projects/{project.id}/members/", {"username": "bob", "role": "editor"}, format="json")
+    response = as_alice.post(
+        f"/api/v1/projects/{project.id}/members/", {"username": "bob", "role": "editor"}, format="json"
+    )
     assert response.status_code == 201
     assert Membership.objects.get(project=project, user=bob).role == "editor"
 

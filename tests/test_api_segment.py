@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from segmentation import rle, services
 from segmentation.models import Image, Project
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, body
 
 MOBILE_SAM = FIXTURES / "mobile_sam"
 
@@ -29,7 +29,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture
 def astronaut(alice: User, project: Project) -> Image:
-    image = services.image_create(project=project, user=alice, data=(MOBILE_SAM / "astronaut.png").read_bytes(), filename="astronaut.png")
+    image = services.image_create(
+        project=project, user=alice, data=(MOBILE_SAM / "astronaut.png").read_bytes(), filename="astronaut.png"
+    )
     services.embedding_compute(image_id=image.id)
     image.refresh_from_db()
     assert image.status == "ready"
@@ -57,9 +59,9 @@ def test_it_segments_like_the_official_predictor(as_vera: APIClient, astronaut: 
 
 def test_it_explains_bad_prompts(as_alice: APIClient, astronaut: Image) -> None:
     url = f"/api/v1/images/{astronaut.id}/segment"
-    for body in [{}, {"points": [[1, 2]]}, {"points": [[1, 2, 5]]}, {"box": [1, 2, 3]}, {"points": "nope"}]:
-        response = as_alice.post(url, body, format="json")
-        assert response.status_code == 400, body
+    for prompt in [{}, {"points": [[1, 2]]}, {"points": [[1, 2, 5]]}, {"box": [1, 2, 3]}, {"points": "nope"}]:
+        response = as_alice.post(url, prompt, format="json")
+        assert response.status_code == 400, prompt
         assert response.json()["error"]
 
 
@@ -72,7 +74,7 @@ def test_the_embedding_is_served_content_addressed(as_alice: APIClient, astronau
     assert "immutable" in response["Cache-Control"]
     etag = response["ETag"]
     assert as_alice.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
-    blob = b"".join(response.streaming_content)
+    blob = body(response)
     from segmentation.sam import embedding_codec
 
     header, tensor = embedding_codec.decode(blob)

@@ -1,6 +1,7 @@
 import io
 import json
 import zipfile
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -10,22 +11,33 @@ from rest_framework.test import APIClient
 
 from segmentation import rle, services
 from segmentation.models import Image, Project
+from tests.conftest import body
 
 
 @pytest.fixture
-def annotated(alice: User, project: Project, make_image_bytes: object) -> Image:
-    image = services.image_create(project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="cat photo.png")  # type: ignore[operator]
+def annotated(alice: User, project: Project, make_image_bytes: Callable[..., bytes]) -> Image:
+    image = services.image_create(
+        project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="cat photo.png"
+    )
     for label, (y0, y1, x0, x1) in [("cat", (5, 15, 10, 30)), ("dog", (20, 28, 2, 12))]:
         mask = np.zeros((30, 40), dtype=bool)
         mask[y0:y1, x0:x1] = True
-        services.mask_save(image=image, user=alice, label=label, rle_data=dict(rle.encode(mask)), points=[[x0 + 1, y0 + 1, 1]], box=None, score=0.5)
+        services.mask_save(
+            image=image,
+            user=alice,
+            label=label,
+            rle_data=dict(rle.encode(mask)),
+            points=[[x0 + 1, y0 + 1, 1]],
+            box=None,
+            score=0.5,
+        )
     return image
 
 
 def download(client: APIClient, project: Project, fmt: str) -> bytes:
     response = client.get(f"/api/v1/projects/{project.id}/export?format={fmt}")
     assert response.status_code == 200
-    return b"".join(response.streaming_content)
+    return body(response)
 
 
 def test_coco_export_is_valid_coco_with_rle(as_vera: APIClient, project: Project, annotated: Image) -> None:

@@ -28,7 +28,9 @@ def test_it_reports_area_and_bbox() -> None:
     assert rle.area_and_bbox(rle.encode(mask)) == (10, [3.0, 2.0, 5.0, 2.0])
 
 
-@pytest.mark.parametrize("rle_data", [None, [], {"size": [5, 7]}, {"size": [5, 7], "counts": [35]}, {"size": [7, 5], "counts": "0"}])
+@pytest.mark.parametrize(
+    "rle_data", [None, [], {"size": [5, 7]}, {"size": [5, 7], "counts": [35]}, {"size": [7, 5], "counts": "0"}]
+)
 def test_it_refuses_malformed_rle(rle_data: object) -> None:
     with pytest.raises(rle.InvalidRLE):
         rle.validate(rle_data, height=5, width=7)

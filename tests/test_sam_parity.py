@@ -114,8 +114,7 @@ def test_encode_image_matches_predictor_parity(models: Models, case: Case) -> No
 def test_return_logits_threshold_parity(models: Models, case: Case, prompt: Prompt) -> None:
     """return_logits gives the logits whose > 0.0 threshold is the boolean mask output."""
     predictor = models.predictor(case)
-    kwargs = {"point_coords": prompt.points, "point_labels": prompt.labels, "box": prompt.box}
-    masks, _, _ = predictor.predict(**kwargs, multimask_output=prompt.multimask)
-    logits, _, _ = predictor.predict(**kwargs, multimask_output=prompt.multimask, return_logits=True)
+    masks, _, _ = predictor.predict(prompt.points, prompt.labels, prompt.box, None, prompt.multimask)
+    logits, _, _ = predictor.predict(prompt.points, prompt.labels, prompt.box, None, prompt.multimask, True)
     assert logits.dtype == np.float32
     np.testing.assert_array_equal(logits > 0.0, masks)

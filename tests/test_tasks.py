@@ -44,7 +44,9 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[None]:
 
 
 def test_the_worker_embeds_an_uploaded_image(worker: None, alice: User, project: Project) -> None:
-    image = services.image_create(project=project, user=alice, data=(FIXTURES / "mobile_sam" / "coffee.png").read_bytes(), filename="coffee.png")
+    image = services.image_create(
+        project=project, user=alice, data=(FIXTURES / "mobile_sam" / "coffee.png").read_bytes(), filename="coffee.png"
+    )
     image = wait_for_status(image.id, {"ready", "failed"})
     assert image.status == "ready", image.error
     embedding = Embedding.objects.get(image=image)
@@ -53,8 +55,12 @@ def test_the_worker_embeds_an_uploaded_image(worker: None, alice: User, project:
 
 
 def test_a_job_for_a_deleted_image_is_dropped(worker: None, alice: User, project: Project) -> None:
-    first = services.image_create(project=project, user=alice, data=(FIXTURES / "mobile_sam" / "coffee.png").read_bytes(), filename="a.png")
+    first = services.image_create(
+        project=project, user=alice, data=(FIXTURES / "mobile_sam" / "coffee.png").read_bytes(), filename="a.png"
+    )
     first.delete()
-    second = services.image_create(project=project, user=alice, data=(FIXTURES / "mobile_sam" / "chelsea.png").read_bytes(), filename="b.png")
+    second = services.image_create(
+        project=project, user=alice, data=(FIXTURES / "mobile_sam" / "chelsea.png").read_bytes(), filename="b.png"
+    )
     assert wait_for_status(second.id, {"ready", "failed"}).status == "ready"
     assert Embedding.objects.count() == 1

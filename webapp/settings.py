@@ -30,6 +30,7 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media"))).resolv
 MEDIA_URL = "/media/"
 # Checkpoints are big and shared by every data dir of one checkout, so they can live elsewhere.
 CHECKPOINT_DIR = Path(env.str("CHECKPOINT_DIR", default=str(DATA_DIR / "checkpoints"))).resolve()
+DECODER_DIR = Path(env.str("DECODER_DIR", default=str(DATA_DIR / "decoders"))).resolve()
 
 SAM_MODEL = env.str("SAM_MODEL", default="mobile_sam")
 # "cpu", "cuda" or "auto" (cuda when available).

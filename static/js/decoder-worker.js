@@ -83,7 +83,7 @@ async function decode({ imageId, points, box, maskInput, multimask, height, widt
       const mask = new Uint8Array(plane);
       for (let i = 0; i < plane; i++) mask[i] = logits[i] > 0 ? 1 : 0;
       const lowRes = out.low_res_masks.data.slice(token * LOW_RES * LOW_RES, (token + 1) * LOW_RES * LOW_RES);
-      return { score, mask, lowRes };
+      return { token, score, mask, lowRes };
     });
   return { candidates, ms: performance.now() - started };
 }
