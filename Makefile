@@ -20,7 +20,7 @@ test: setup-test lint typecheck pytest
 lint:
 	$(BIN)/ruff check .
 typecheck:
-	$(BIN)/mypy .
+	$(TEST_ENV) $(BIN)/mypy .
 pytest:
 	$(TEST_ENV) $(BIN)/pytest
 
