@@ -18,6 +18,8 @@ from .models import Embedding, Image
 from .sam import embedding_codec
 from .serializers import (
     ImageSerializer,
+    LabelInSerializer,
+    LabelSerializer,
     MaskInSerializer,
     MaskPatchSerializer,
     MaskSerializer,
@@ -82,6 +84,18 @@ def project_members(request: Request, project_id: int) -> Response:
         membership = services.member_add(project=project, **data.validated_data)
         return Response(MemberSerializer(membership).data, status=201)
     return Response(MemberSerializer(selectors.members_of(project), many=True).data)
+
+
+@extend_schema(request=LabelInSerializer, responses=LabelSerializer(many=True))
+@api_view(["GET", "POST"])
+def project_labels(request: Request, project_id: int) -> Response:
+    project, _ = selectors.project_for(request.user, project_id, write=request.method == "POST")
+    if request.method == "POST":
+        data = LabelInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        label = services.label_ensure(project=project, **data.validated_data)
+        return Response(LabelSerializer(label).data, status=201)
+    return Response(LabelSerializer(project.labels.all(), many=True).data)
 
 
 # --- images -------------------------------------------------------------------------------------------

@@ -38,6 +38,21 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} ({self.role})"
 
 
+class Label(models.Model):
+    """A project's label set: the names masks are labelled with, and the colour they are drawn in."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7)  # "#rrggbb"
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="unique_label_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class ImageStatus(models.TextChoices):
     QUEUED = "queued"
     EMBEDDING = "embedding"

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import Image, Mask, Membership, Project
+from .models import Image, Label, Mask, Membership, Project
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
@@ -34,6 +34,17 @@ class MemberSerializer(serializers.ModelSerializer[Membership]):
 class MemberInSerializer(serializers.Serializer[Any]):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=["owner", "editor", "viewer"])
+
+
+class LabelSerializer(serializers.ModelSerializer[Label]):
+    class Meta:
+        model = Label
+        fields = ["id", "name", "color"]
+
+
+class LabelInSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=100)
+    color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", required=False, allow_null=True, default=None)
 
 
 class ImageSerializer(serializers.ModelSerializer[Image]):

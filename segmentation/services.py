@@ -6,6 +6,7 @@ commit, so nobody is told about a row that was rolled back.
 
 import hashlib
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.db import transaction
 
 from . import events, jobs, rle
 from .image_files import RejectedImage, load_rgb, prepare_image
-from .models import Embedding, Image, ImageStatus, Mask, Membership, Project, Role
+from .models import Embedding, Image, ImageStatus, Label, Mask, Membership, Project, Role
 from .sam import embedding_codec
 from .selectors import AnyUser, user_id
 
@@ -58,6 +59,36 @@ def member_add(*, project: Project, username: str, role: str) -> Membership:
         raise InvalidInput(f"no user named {username!r}")
     membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return membership
+
+
+LABEL_PALETTE = (
+    "#2563eb",
+    "#dc2626",
+    "#16a34a",
+    "#d97706",
+    "#9333ea",
+    "#0891b2",
+    "#db2777",
+    "#65a30d",
+    "#4f46e5",
+    "#ea580c",
+)
+
+
+def label_ensure(*, project: Project, name: str, color: str | None = None) -> Label:
+    """The project's label of that name, created (with the next palette colour) if it is new."""
+    name = _clean_label(name)
+    if color is not None and not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
+        raise InvalidInput("color must look like #rrggbb")
+    existing = Label.objects.filter(project=project, name=name).first()
+    if existing is not None:
+        if color is not None and existing.color != color.lower():
+            existing.color = color.lower()
+            existing.save(update_fields=["color"])
+        return existing
+    default = LABEL_PALETTE[Label.objects.filter(project=project).count() % len(LABEL_PALETTE)]
+    label, _ = Label.objects.get_or_create(project=project, name=name, defaults={"color": (color or default).lower()})
+    return label
 
 
 def _clean_name(name: str) -> str:
@@ -189,6 +220,7 @@ def mask_save(
         raise InvalidInput(str(error)) from error
     _check_prompts(image, points, box)
     area, bbox = rle.area_and_bbox(checked)
+    label_ensure(project=image.project, name=label)
     mask = Mask.objects.create(
         image=image,
         label=_clean_label(label),
@@ -208,7 +240,7 @@ def mask_save(
 
 
 def mask_update(*, mask: Mask, label: str) -> Mask:
-    mask.label = _clean_label(label)
+    mask.label = label_ensure(project=mask.image.project, name=label).name
     mask.save(update_fields=["label", "updated_at"])
     image_id, project_id, mask_id = mask.image_id, mask.image.project_id, mask.id
     transaction.on_commit(

@@ -96,3 +96,15 @@ def test_the_mask_downloads_as_png(as_alice: APIClient, image: Image) -> None:
     png = np.asarray(PILImage.open(io.BytesIO(response.content)))
     assert png.shape == (30, 40)
     assert (png == 255).sum() == 200
+
+
+def test_labels_are_created_on_the_fly_with_colours(as_alice: APIClient, as_vera: APIClient, image: Image) -> None:
+    url = f"/api/v1/projects/{image.project_id}/labels/"
+    assert as_alice.get(url).json() == []
+    as_alice.post(f"/api/v1/images/{image.id}/masks/", {"label": "cat", "rle": square_rle()}, format="json")
+    created = as_alice.post(url, {"name": "dog", "color": "#00FF00"}, format="json")
+    assert created.status_code == 201
+    labels = as_vera.get(url).json()
+    assert [(label["name"], label["color"]) for label in labels] == [("cat", "#2563eb"), ("dog", "#00ff00")]
+    assert as_alice.post(url, {"name": "dog", "color": "green"}, format="json").status_code == 400
+    assert as_vera.post(url, {"name": "bird"}, format="json").status_code == 403

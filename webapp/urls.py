@@ -10,6 +10,7 @@ api_v1 = [
     path("projects/<int:project_id>/", api.project_detail),
     path("projects/<int:project_id>/members/", api.project_members),
     path("projects/<int:project_id>/images/", api.project_images),
+    path("projects/<int:project_id>/labels/", api.project_labels),
     path("projects/<int:project_id>/export", api.project_export),
     path("images/<int:image_id>/", api.image_detail),
     path("images/<int:image_id>/file", api.image_file),
