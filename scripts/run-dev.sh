@@ -20,7 +20,9 @@ stop() {
 trap stop INT TERM EXIT
 
 if [ -n "${REDIS_URL:-}" ]; then
-  $BIN/celery -A webapp worker -Q gpu,default --concurrency 1 --loglevel INFO &
+  # -B: the embedded beat runs the stale-job sweep (run one beat per deployment, not per worker).
+  $BIN/celery -A webapp worker -B -Q gpu,default --concurrency 1 --loglevel INFO \
+    --schedule "${DATA_DIR:-data}/celerybeat-schedule" &
   pids+=($!)
 else
   echo "No REDIS_URL: embedding jobs run in a worker thread inside the web server."

@@ -127,13 +127,13 @@ def _upload(request: Request, project: Any) -> Response:
         if upload.size is not None and upload.size > settings.MAX_UPLOAD_BYTES:
             limit = settings.MAX_UPLOAD_BYTES // (1024 * 1024)
             return Response({"error": f"{upload.name}: the file is larger than {limit} MiB"}, status=413)
-    created = []
-    # All or nothing: one bad file in a batch leaves no image of that batch behind.
+    results: list[tuple[Image, bool]] = []
+    # All or nothing: one bad file in a batch leaves no new image of that batch behind.
     try:
         with transaction.atomic():
             for upload in uploads:
                 try:
-                    created.append(
+                    results.append(
                         services.image_create(
                             project=project, user=request.user, data=upload.read(), filename=upload.name or ""
                         )
@@ -141,10 +141,21 @@ def _upload(request: Request, project: Any) -> Response:
                 except RejectedImage as error:
                     raise RejectedImage(f"{upload.name}: {error}", status=error.status) from error
     except BaseException:
-        for image in created:
-            image.file.delete(save=False)
+        for image, created in results:
+            if created:
+                services.image_files_delete(image)
         raise
-    return Response(ImageSerializer(created, many=True, context=_image_context()).data, status=201)
+    images = [image for image, _ in results]
+    return Response(ImageSerializer(images, many=True, context=_image_context()).data, status=201)
+
+
+@extend_schema(responses={(200, "image/jpeg"): bytes})
+@api_view(["GET"])
+def image_thumbnail(request: Request, image_id: int) -> FileResponse:
+    image, _ = selectors.image_for(request.user, image_id)
+    response = FileResponse(image.thumbnail.open("rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
 
 
 @extend_schema(responses=ImageSerializer)

@@ -10,9 +10,13 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+pillow_heif.register_heif_opener()
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF")
+THUMBNAIL_SIDE = 320
 
 
 class RejectedImage(ValueError):
@@ -26,6 +30,7 @@ class RejectedImage(ValueError):
 @dataclass(frozen=True)
 class PreparedImage:
     png: bytes
+    thumbnail_jpeg: bytes
     width: int
     height: int
     sha256: str
@@ -54,12 +59,31 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
         image.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise RejectedImage(f"the image file is truncated or corrupt ({error})") from error
+    # GIF: the first frame (Pillow opens at frame 0); HEIC: the primary image.
     rgb = to_rgb(ImageOps.exif_transpose(image))
-    buffer = io.BytesIO()
-    rgb.save(buffer, format="PNG", compress_level=3)
+    png = io.BytesIO()
+    rgb.save(png, format="PNG", compress_level=3)
     return PreparedImage(
-        png=buffer.getvalue(), width=rgb.width, height=rgb.height, sha256=hashlib.sha256(data).hexdigest()
+        png=png.getvalue(),
+        thumbnail_jpeg=thumbnail(rgb),
+        width=rgb.width,
+        height=rgb.height,
+        sha256=content_hash(data),
     )
+
+
+def content_hash(data: bytes) -> str:
+    """What makes two uploads "the same image" in a project."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def thumbnail(rgb: Image.Image) -> bytes:
+    """A small JPEG for the image grid (longest side THUMBNAIL_SIDE)."""
+    small = rgb.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -63,6 +63,7 @@ class ImageStatus(models.TextChoices):
 class Image(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     file = models.FileField(upload_to="images/")
+    thumbnail = models.FileField(upload_to="thumbnails/", blank=True)
     original_name = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()
@@ -75,6 +76,7 @@ class Image(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="one_copy_per_project")]
 
     def __str__(self) -> str:
         return self.original_name

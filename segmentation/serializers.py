@@ -51,6 +51,7 @@ class ImageSerializer(serializers.ModelSerializer[Image]):
     name = serializers.CharField(source="original_name")
     model = serializers.SerializerMethodField()
     file_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
     embedding_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -65,6 +66,7 @@ class ImageSerializer(serializers.ModelSerializer[Image]):
             "error",
             "model",
             "file_url",
+            "thumbnail_url",
             "embedding_url",
             "created_at",
         ]
@@ -79,6 +81,9 @@ class ImageSerializer(serializers.ModelSerializer[Image]):
 
     def get_file_url(self, image: Image) -> str:
         return f"/api/v1/images/{image.id}/file"
+
+    def get_thumbnail_url(self, image: Image) -> str:
+        return f"/api/v1/images/{image.id}/thumbnail"
 
     def get_embedding_url(self, image: Image) -> str | None:
         embedding = self._embedding(image)

@@ -8,15 +8,17 @@ import hashlib
 import logging
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from . import events, jobs, rle
-from .image_files import RejectedImage, load_rgb, prepare_image
+from .image_files import RejectedImage, content_hash, load_rgb, prepare_image
 from .models import Embedding, Image, ImageStatus, Label, Mask, Membership, Project, Role
 from .sam import embedding_codec
 from .selectors import AnyUser, user_id
@@ -45,7 +47,7 @@ def project_rename(*, project: Project, name: str) -> Project:
 
 
 def project_delete(*, project: Project) -> None:
-    files = [image.file.name for image in project.images.all()]
+    files = [name for image in project.images.all() for name in (image.file.name, image.thumbnail.name)]
     files += [e.file.name for e in Embedding.objects.filter(image__project=project)]
     project.delete()
     transaction.on_commit(lambda: _delete_files(files))
@@ -103,11 +105,16 @@ def _clean_name(name: str) -> str:
 # --- images and embeddings --------------------------------------------------------------------------
 
 
-def image_create(*, project: Project, user: AnyUser, data: bytes, filename: str) -> Image:
-    """Validate the bytes, store the normalised pixels under a generated name, queue the embedding.
+def image_create(*, project: Project, user: AnyUser, data: bytes, filename: str) -> tuple[Image, bool]:
+    """Validate the bytes, store the normalised pixels and a thumbnail under generated names, and queue
+    the embedding once the row is committed. Returns (image, created): bytes already in the project
+    return the stored image (and its embedding) instead of a copy.
 
     Raises RejectedImage (with its HTTP status) before anything is written.
     """
+    existing = Image.objects.filter(project=project, sha256=content_hash(data)).first()
+    if existing is not None:
+        return existing, False
     prepared = prepare_image(data, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
     image = Image(
         project=project,
@@ -117,20 +124,33 @@ def image_create(*, project: Project, user: AnyUser, data: bytes, filename: str)
         height=prepared.height,
         uploaded_by_id=user.pk,
     )
-    image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(prepared.png), save=False)
+    name = uuid.uuid4().hex
+    image.file.save(f"{name}.png", ContentFile(prepared.png), save=False)
+    image.thumbnail.save(f"{name}.jpg", ContentFile(prepared.thumbnail_jpeg), save=False)
     try:
         with transaction.atomic():
             image.save()
             transaction.on_commit(lambda: jobs.enqueue_embedding(image.id))
+    except IntegrityError:
+        # The same bytes arrived concurrently and the other upload won: use its image.
+        image_files_delete(image)
+        return Image.objects.get(project=project, sha256=prepared.sha256), False
     except BaseException:
-        # No file without a row: the row did not make it, so neither does the file.
-        image.file.delete(save=False)
+        # No file without a row: the row did not make it, so neither do its files.
+        image_files_delete(image)
         raise
-    return image
+    return image, True
+
+
+def image_files_delete(image: Image) -> None:
+    """Delete an image's stored files (not its row)."""
+    for field in (image.file, image.thumbnail):
+        if field.name:
+            field.delete(save=False)
 
 
 def image_delete(*, image: Image) -> None:
-    files = [image.file.name] + [e.file.name for e in image.embeddings.all()]
+    files = [image.file.name, image.thumbnail.name] + [e.file.name for e in image.embeddings.all()]
     project_id, image_id = image.project_id, image.id
     image.delete()
     transaction.on_commit(lambda: _delete_files(files))
@@ -139,6 +159,34 @@ def image_delete(*, image: Image) -> None:
             project_id, "image.status", {"image": image_id, "status": "deleted", "error": ""}
         )
     )
+
+
+def requeue_stale_images(*, older_than_seconds: int) -> list[int]:
+    """Queue again the jobs the broker lost; the database says which images still need one.
+
+    An image `embedding` for longer than the deadline lost its worker. An image `queued` for longer
+    than the deadline while the broker holds no job at all lost its message (a flushed or restarted
+    broker). Jobs are idempotent, so queueing one twice costs nothing but a no-op.
+    """
+    deadline = timezone.now() - timedelta(seconds=older_than_seconds)
+    stale = Image.objects.filter(updated_at__lt=deadline)
+    stuck = stale.filter(status=ImageStatus.EMBEDDING)
+    if jobs.broker_backlog() == 0:
+        stuck = stuck | stale.filter(status=ImageStatus.QUEUED)
+    image_ids = list(stuck.values_list("id", flat=True))
+    for image_id in image_ids:
+        # Touch the row so the next sweep waits a full deadline before trying it again.
+        Image.objects.filter(pk=image_id).update(updated_at=timezone.now())
+        jobs.enqueue_embedding(image_id)
+    if image_ids:
+        logger.warning("re-queued %d stale embedding jobs: %s", len(image_ids), image_ids)
+    return image_ids
+
+
+def image_open(*, image: Image) -> None:
+    """Someone opened this image in the annotator: its embedding goes before the bulk backlog."""
+    if image.status in (ImageStatus.QUEUED, ImageStatus.EMBEDDING):
+        jobs.enqueue_embedding(image.id, interactive=True)
 
 
 def embedding_compute(*, image_id: int) -> None:
@@ -279,7 +327,7 @@ def _check_prompts(image: Image, points: list[list[float]], box: list[float] | N
 def _delete_files(names: list[str]) -> None:
     from django.core.files.storage import default_storage
 
-    for name in names:
+    for name in filter(None, names):
         try:
             default_storage.delete(name)
         except OSError:

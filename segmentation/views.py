@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
-from . import model_runtime, selectors
+from . import model_runtime, selectors, services
 
 
 @login_required
@@ -26,6 +26,7 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 def annotator_page(request: HttpRequest, image_id: int) -> HttpResponse:
     image, role = selectors.image_for(request.user, image_id)
+    services.image_open(image=image)
     previous_id, next_id = selectors.neighbours(image)
     context = {
         "image": image,

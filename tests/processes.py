@@ -40,7 +40,9 @@ def wait_for_line(log: Path, needle: str, timeout: float, process: subprocess.Po
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], log: Path, name: str = "test") -> Iterator[subprocess.Popen]:
+def celery_worker(
+    env: dict[str, str], log: Path, name: str = "test", *, beat: bool = False
+) -> Iterator[subprocess.Popen]:
     """A real `celery worker` on the gpu queue; yields once it is ready for jobs."""
     command = [
         str(BIN / "celery"),
@@ -58,6 +60,8 @@ def celery_worker(env: dict[str, str], log: Path, name: str = "test") -> Iterato
         "--without-gossip",
         "--without-mingle",
     ]
+    if beat:
+        command += ["-B", "--schedule", str(log.with_suffix(".beat"))]
     with log.open("ab") as out:
         process = subprocess.Popen(
             command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -39,7 +39,7 @@ def test_it_uploads_many_images_at_once(
     ]
     assert body[0]["model"] == "mobile_sam"
     assert Image.objects.count() == 2
-    assert len(stored_files()) == 2
+    assert len(stored_files()) == 4  # each image and its thumbnail
 
 
 def test_it_refuses_a_non_image_by_content(as_alice: APIClient, project: Project) -> None:
@@ -152,3 +152,85 @@ def test_the_embedding_is_409_until_ready(
     response = as_alice.get(f"/api/v1/images/{image_id}/embedding")
     assert response.status_code == 409
     assert "not ready" in response.json()["error"]
+
+
+def test_a_duplicate_reuses_the_stored_image(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
+    data = make_image_bytes("PNG")
+    first = upload(as_alice, project, ("a.png", data)).json()[0]
+    again = upload(as_alice, project, ("copy-of-a.png", data), ("b.png", make_image_bytes("PNG", size=(10, 10))))
+    assert again.status_code == 201
+    assert again.json()[0]["id"] == first["id"]
+    assert Image.objects.count() == 2
+    assert len(stored_files()) == 4  # two images, two thumbnails
+
+
+def test_a_failed_batch_never_deletes_an_existing_duplicate(
+    as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]
+) -> None:
+    data = make_image_bytes("PNG")
+    upload(as_alice, project, ("a.png", data))
+    response = upload(as_alice, project, ("a-again.png", data), ("bad.png", b"nope"))
+    assert response.status_code == 415
+    assert Image.objects.count() == 1
+    assert len(stored_files()) == 2
+
+
+def test_it_serves_a_thumbnail(as_alice: APIClient, project: Project, make_image_bytes: Callable[..., bytes]) -> None:
+    image = upload(as_alice, project, ("a.png", make_image_bytes("PNG", size=(800, 400)))).json()[0]
+    response = as_alice.get(image["thumbnail_url"])
+    assert response.status_code == 200
+    assert PILImage.open(io.BytesIO(body(response))).size == (320, 160)
+
+
+def test_it_accepts_heic(as_alice: APIClient, project: Project) -> None:
+    import pillow_heif
+
+    pixels = np.random.default_rng(1).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    heif = pillow_heif.from_bytes(mode="RGB", size=(48, 32), data=pixels.tobytes())
+    buffer = io.BytesIO()
+    heif.save(buffer, quality=90)
+    response = upload(as_alice, project, ("phone.heic", buffer.getvalue()))
+    assert response.status_code == 201, response.json()
+    assert (response.json()[0]["width"], response.json()[0]["height"]) == (48, 32)
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("WEBP", "RGB"), ("TIFF", "RGB"), ("BMP", "RGB"), ("GIF", "P")])
+def test_it_accepts_the_allowed_formats(as_alice: APIClient, project: Project, fmt: str, mode: str) -> None:
+    image = PILImage.new("RGB", (20, 10), (200, 30, 40)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    response = upload(as_alice, project, (f"x.{fmt.lower()}", buffer.getvalue()))
+    assert response.status_code == 201, response.json()
+    stored = np.asarray(PILImage.open(Image.objects.get().file.path))
+    assert stored.shape == (10, 20, 3)
+
+
+def test_it_normalises_16_bit_and_palette_transparency(as_alice: APIClient, project: Project) -> None:
+    deep = PILImage.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
+    buffer = io.BytesIO()
+    deep.save(buffer, format="PNG")
+    assert upload(as_alice, project, ("deep.png", buffer.getvalue())).status_code == 201
+    assert np.asarray(PILImage.open(Image.objects.get().file.path)).min() == 255
+
+    palette = PILImage.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0] * 256)
+    buffer = io.BytesIO()
+    palette.save(buffer, format="PNG", transparency=0)
+    assert upload(as_alice, project, ("clear.png", buffer.getvalue())).status_code == 201
+    stored = np.asarray(PILImage.open(Image.objects.order_by("-id").first().file.path))  # type: ignore[union-attr]
+    assert stored.min() == 255  # fully transparent shows as white, as a viewer shows it
+
+
+def test_served_images_carry_no_metadata(as_alice: APIClient, project: Project) -> None:
+    image = PILImage.new("RGB", (16, 16), (10, 20, 30))
+    exif = image.getexif()
+    exif[0x010F] = "SecretCam"  # camera make
+    exif[0x0131] = "SecretSoftware"
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    image_id = upload(as_alice, project, ("gps.jpg", buffer.getvalue())).json()[0]["id"]
+    served = body(as_alice.get(f"/api/v1/images/{image_id}/file"))
+    assert b"SecretCam" not in served
+    assert "exif" not in PILImage.open(io.BytesIO(served)).info

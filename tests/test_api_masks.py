@@ -11,9 +11,10 @@ from segmentation.models import Image, Mask, Project
 
 @pytest.fixture
 def image(alice: User, project: Project, make_image_bytes: Callable[..., bytes]) -> Image:
-    return services.image_create(
+    image, _ = services.image_create(
         project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="a.png"
     )
+    return image
 
 
 def square_rle(height: int = 30, width: int = 40) -> dict:

@@ -29,7 +29,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture
 def astronaut(alice: User, project: Project) -> Image:
-    image = services.image_create(
+    image, _ = services.image_create(
         project=project, user=alice, data=(MOBILE_SAM / "astronaut.png").read_bytes(), filename="astronaut.png"
     )
     services.embedding_compute(image_id=image.id)

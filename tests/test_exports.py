@@ -16,7 +16,7 @@ from tests.conftest import body
 
 @pytest.fixture
 def annotated(alice: User, project: Project, make_image_bytes: Callable[..., bytes]) -> Image:
-    image = services.image_create(
+    image, _ = services.image_create(
         project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="cat photo.png"
     )
     for label, (y0, y1, x0, x1) in [("cat", (5, 15, 10, 30)), ("dog", (20, 28, 2, 12))]:

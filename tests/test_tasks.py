@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from redis import Redis
 
 from segmentation import services
 from segmentation.models import Embedding, Image, Project
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, image_bytes
 from tests.processes import celery_worker, database_url
 
 
@@ -27,7 +28,7 @@ def wait_for_status(image_id: int, statuses: set[str], timeout: float = 180) -> 
 
 @pytest.fixture
 def worker_env(transactional_db: None, tmp_path: Path) -> dict[str, str]:
-    Redis.from_url(settings.REDIS_URL).delete("gpu")  # stale jobs of earlier runs
+    Redis.from_url(settings.REDIS_URL).delete(*settings.GPU_QUEUE_KEYS)  # stale jobs of earlier runs
     return {
         "DATABASE_URL": database_url(settings.DATABASES["default"]),
         "REDIS_URL": settings.REDIS_URL,
@@ -44,7 +45,7 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[None]:
 
 
 def test_the_worker_embeds_an_uploaded_image(worker: None, alice: User, project: Project) -> None:
-    image = services.image_create(
+    image, _ = services.image_create(
         project=project, user=alice, data=(FIXTURES / "mobile_sam" / "coffee.png").read_bytes(), filename="coffee.png"
     )
     image = wait_for_status(image.id, {"ready", "failed"})
@@ -55,12 +56,58 @@ def test_the_worker_embeds_an_uploaded_image(worker: None, alice: User, project:
 
 
 def test_a_job_for_a_deleted_image_is_dropped(worker: None, alice: User, project: Project) -> None:
-    first = services.image_create(
+    first, _ = services.image_create(
         project=project, user=alice, data=(FIXTURES / "mobile_sam" / "coffee.png").read_bytes(), filename="a.png"
     )
     first.delete()
-    second = services.image_create(
+    second, _ = services.image_create(
         project=project, user=alice, data=(FIXTURES / "mobile_sam" / "chelsea.png").read_bytes(), filename="b.png"
     )
     assert wait_for_status(second.id, {"ready", "failed"}).status == "ready"
     assert Embedding.objects.count() == 1
+
+
+def test_the_image_someone_opens_goes_before_the_backlog(
+    worker_env: dict[str, str], tmp_path: Path, alice: User, project: Project
+) -> None:
+    images = [
+        services.image_create(
+            project=project, user=alice, data=(FIXTURES / "mobile_sam" / name).read_bytes(), filename=name
+        )[0]
+        for name in ("astronaut.png", "coffee.png", "chelsea.png")
+    ]
+    services.image_open(image=images[-1])  # the last of the backlog is opened in the annotator
+    with celery_worker(worker_env, tmp_path / "worker.log"):
+        first_ready = None
+        deadline = time.monotonic() + 180
+        while first_ready is None and time.monotonic() < deadline:
+            first_ready = Image.objects.filter(status="ready").values_list("id", flat=True).first()
+            time.sleep(0.05)
+    assert first_ready == images[-1].id
+
+
+def test_the_sweep_requeues_what_the_broker_lost(transactional_db: None, alice: User, project: Project) -> None:
+    from django.utils import timezone
+
+    redis = Redis.from_url(settings.REDIS_URL)
+    redis.delete(*settings.GPU_QUEUE_KEYS)
+    old = timezone.now() - timedelta(hours=1)
+    queued, _ = services.image_create(project=project, user=alice, data=image_bytes("PNG", size=(10, 10)), filename="q")
+    running, _ = services.image_create(
+        project=project, user=alice, data=image_bytes("PNG", size=(11, 10)), filename="r"
+    )
+    fresh, _ = services.image_create(project=project, user=alice, data=image_bytes("PNG", size=(12, 10)), filename="f")
+    Image.objects.filter(pk=running.pk).update(status="embedding")
+    Image.objects.filter(pk__in=[queued.pk, running.pk]).update(updated_at=old)
+
+    redis.delete(*settings.GPU_QUEUE_KEYS)  # the broker lost every message
+    assert sorted(services.requeue_stale_images(older_than_seconds=600)) == [queued.id, running.id]
+    assert redis.llen("gpu:5") == 2
+    # Touched: the next sweep waits a full deadline before trying them again.
+    assert services.requeue_stale_images(older_than_seconds=600) == []
+
+    # While the broker still holds jobs, a long-queued image is just waiting its turn.
+    Image.objects.filter(pk=queued.pk).update(updated_at=old)
+    assert services.requeue_stale_images(older_than_seconds=600) == []
+    assert fresh.id not in services.requeue_stale_images(older_than_seconds=0)
+    redis.delete(*settings.GPU_QUEUE_KEYS)

@@ -102,10 +102,30 @@ CELERY_BROKER_URL = REDIS_URL or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A job not acknowledged this long after delivery goes back to the queue: above the longest job.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900),
+    # Two priority lists per queue: 0 for the image someone has open, 5 for the bulk backlog. Redis
+    # keeps them as the lists "gpu" and "gpu:5", and workers always empty the first one first.
+    "priority_steps": [0, 5],
+    "sep": ":",
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"segmentation.tasks.embed_image": {"queue": "gpu"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-embedding-jobs": {
+        "task": "segmentation.tasks.requeue_stale_jobs",
+        "schedule": env.float("STALE_SWEEP_SECONDS", default=60.0),
+    },
+}
+# The database is the source of truth: an image still queued/embedding this long after its last
+# change has lost its job (dead worker, flushed broker) and is queued again.
+STALE_JOB_SECONDS = env.int("STALE_JOB_SECONDS", default=600)
+GPU_QUEUE = "gpu"
+# The Redis lists behind GPU_QUEUE, one per priority step (see CELERY_BROKER_TRANSPORT_OPTIONS).
+GPU_QUEUE_KEYS = ("gpu", "gpu:5")
+INTERACTIVE_PRIORITY, BULK_PRIORITY = 0, 5
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},

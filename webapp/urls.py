@@ -14,6 +14,7 @@ api_v1 = [
     path("projects/<int:project_id>/export", api.project_export),
     path("images/<int:image_id>/", api.image_detail),
     path("images/<int:image_id>/file", api.image_file),
+    path("images/<int:image_id>/thumbnail", api.image_thumbnail),
     path("images/<int:image_id>/embedding", api.image_embedding),
     path("images/<int:image_id>/segment", api.image_segment),
     path("images/<int:image_id>/masks/", api.image_masks),

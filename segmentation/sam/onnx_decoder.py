@@ -33,6 +33,7 @@ size is round-half-up of side * 1024 / max(H, W), in exact integer arithmetic th
 (Meta's export script bakes the crop size of its example image into the graph).
 """
 
+import math
 import os
 import tempfile
 import warnings
@@ -287,3 +288,230 @@ class OnnxDecoder:
             scores=iou[0, keep],
             low_res_logits=low_res[0, keep],
         )
+
+
+# --- The interactive pair: a per-image "prepare" graph and a lean "prompt" graph ---------------------
+#
+# The browser decodes on every pointer move, so it runs the same decoder math split in two and
+# rearranged for speed, with only low-res (256x256) logits out:
+#
+#   prepare  (image_embeddings, mask_input, has_mask_input) -> keys, k_cache, v_cache, q_cache
+#            everything of the first transformer layer that depends on the image (and mask prompt)
+#            alone: run once per image for hover and first clicks (no mask prompt), once per click
+#            when a low-res mask is fed back.
+#   prompt   (keys, k_cache, v_cache, q_cache, point_coords, point_labels)
+#            -> iou_predictions (1, 4), low_res_masks (1, 4, 256, 256), all four mask tokens.
+#
+# The prompt graph computes the same function as SamDecoderGraph's low-res outputs; only the order of
+# operations differs (float rounding aside, which the tests bound):
+# - attention between the image (4096 tokens) and the prompt tokens (~7) is re-associated so that
+#   nothing projects all 4096 image tokens into q/k/v: scores = (q Wk) x^T instead of q (x Wk)^T,
+#   values (P x) Wv instead of P (x Wv), and likewise for the image-to-token direction. That is
+#   about half the multiply-adds. A key bias adds the same constant to a whole softmax row, so it
+#   is dropped there (softmax is shift-invariant).
+# - the output upscaling (two 2x2 stride-2 transposed convolutions, LayerNorm, GELU) is per 64x64
+#   cell, so it runs channels-last as plain matrix products and the final pixel shuffle touches only
+#   the four one-channel masks.
+# - the full-resolution upscale is left out: the caller upsamples the one mask it keeps (see
+#   static/js/upscale.js, which follows SamPredictor's postprocess_masks exactly).
+
+INTERACTIVE_FORMAT_VERSION = 1
+PREPARE_INPUTS = ("image_embeddings", "mask_input", "has_mask_input")
+PREPARE_OUTPUTS = ("keys", "k_cache", "v_cache", "q_cache")
+PROMPT_INPUTS = ("keys", "k_cache", "v_cache", "q_cache", "point_coords", "point_labels")
+PROMPT_OUTPUTS = ("iou_predictions", "low_res_masks")
+INTERACTIVE_GRAPHS = ("prepare", "prompt")
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(T, C) -> (heads, T, C / heads)."""
+    return x.reshape(x.shape[0], heads, -1).transpose(0, 1)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(heads, T, d) -> (T, heads * d)."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _token_to_image(att: nn.Module, q_in: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
+    """Attention(q=tokens (T, C), k=image xk (N, C), v=image xv (N, C)) -> (T, C), re-associated."""
+    h = att.num_heads
+    q = _heads(att.q_proj(q_in), h)  # (h, T, d)
+    d = q.shape[-1]
+    qk = (q @ att.k_proj.weight.reshape(h, d, -1)).reshape(-1, xk.shape[1])  # (h*T, C)
+    scores = F.linear(qk, xk) / math.sqrt(d)  # (h*T, N); the k bias is a per-row constant
+    pv = (torch.softmax(scores, dim=-1) @ xv).reshape(h, q.shape[1], -1)  # (h, T, C)
+    out = pv @ att.v_proj.weight.reshape(h, d, -1).transpose(1, 2) + att.v_proj.bias.reshape(h, 1, d)
+    return att.out_proj(_merge_heads(out))
+
+
+def _token_to_image_cached(att: nn.Module, q_in: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """As _token_to_image with the image side already projected: k (h, d, N), v (h, N, d)."""
+    q = _heads(att.q_proj(q_in), att.num_heads)
+    attn = torch.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1)
+    return att.out_proj(_merge_heads(attn @ v))
+
+
+def _image_to_token_out(att: nn.Module, attn: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    """attn (N, h, T) weights over the tokens v_in (T, C) -> out_proj(attn @ v) (N, C), as attn @ (v Wo)."""
+    h = att.num_heads
+    v = _heads(att.v_proj(v_in), h)  # (h, T, d)
+    wo = att.out_proj.weight.reshape(-1, h, v.shape[-1]).permute(1, 2, 0)  # (h, d, C)
+    vo = (v @ wo).reshape(-1, wo.shape[-1])  # (h*T, C)
+    return attn.reshape(attn.shape[0], -1) @ vo + att.out_proj.bias
+
+
+def _image_to_token(att: nn.Module, xq: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    """Attention(q=image xq (N, C), k=tokens k_in (T, C), v=tokens v_in (T, C)) -> (N, C), re-associated."""
+    h = att.num_heads
+    k = _heads(att.k_proj(k_in), h)  # (h, T, d)
+    d = k.shape[-1]
+    wq = att.q_proj.weight.reshape(h, d, -1)  # (h, d, C)
+    qk = (k @ wq).reshape(-1, xq.shape[1])  # (h*T, C)
+    bias = (k @ att.q_proj.bias.reshape(h, d, 1)).reshape(-1)  # (h*T,)
+    scores = (F.linear(xq, qk) + bias) / math.sqrt(d)  # (N, h*T)
+    attn = torch.softmax(scores.reshape(xq.shape[0], h, -1), dim=-1)
+    return _image_to_token_out(att, attn, v_in)
+
+
+def _image_to_token_cached(att: nn.Module, q: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    """As _image_to_token with the image queries already projected: q (h, N, d)."""
+    k = _heads(att.k_proj(k_in), att.num_heads)  # (h, T, d)
+    scores = (q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])).permute(1, 0, 2)  # (N, h, T)
+    return _image_to_token_out(att, torch.softmax(scores, dim=-1), v_in)
+
+
+class SamPrepareGraph(nn.Module):
+    """Image (and mask prompt) -> what the prompt graph's first layer needs. See the section comment."""
+
+    key_pe: torch.Tensor
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.prompt_encoder = model.prompt_encoder
+        self.layer = model.mask_decoder.transformer.layers[0]
+        self.register_buffer("key_pe", model.prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous())
+
+    def forward(
+        self, image_embeddings: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> keys (N, C) the image tokens, k_cache (h, d, N), v_cache (h, N, d), q_cache (h, N, d)."""
+        dense = has_mask_input * self.prompt_encoder.embed_masks(mask_input)
+        dense = dense + (1 - has_mask_input) * self.prompt_encoder.no_mask_dense(1)
+        keys = (image_embeddings + dense).flatten(2)[0].T  # (N, C)
+        x = keys + self.key_pe
+        t2i, i2t = self.layer.cross_attn_token_to_image, self.layer.cross_attn_image_to_token
+        k = _heads(t2i.k_proj(x), t2i.num_heads).transpose(1, 2)
+        v = _heads(t2i.v_proj(keys), t2i.num_heads)
+        q = _heads(i2t.q_proj(x), i2t.num_heads)
+        return keys, k, v, q
+
+
+class SamPromptGraph(nn.Module):
+    """Prepared image + prompts -> (iou_predictions (1, 4), low_res_masks (1, 4, 256, 256))."""
+
+    key_pe: torch.Tensor
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.prompt_encoder = model.prompt_encoder
+        self.decoder = model.mask_decoder
+        self.register_buffer("key_pe", model.prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous())
+
+    def _block(
+        self, i: int, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, cache: tuple | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TwoWayAttentionBlock.forward on 2-D tensors (see transformer.py for the reference order)."""
+        layer = self.decoder.transformer.layers[i]
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries[None], k=queries[None], v=queries[None])[0]
+        else:
+            q = (queries + query_pe)[None]
+            queries = queries + layer.self_attn(q=q, k=q, v=queries[None])[0]
+        queries = layer.norm1(queries)
+        q = queries + query_pe
+        xk = keys + self.key_pe
+        if cache is None:
+            attn = _token_to_image(layer.cross_attn_token_to_image, q, xk, keys)
+        else:
+            attn = _token_to_image_cached(layer.cross_attn_token_to_image, q, cache[0], cache[1])
+        queries = layer.norm2(queries + attn)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        q = queries + query_pe
+        if cache is None:
+            out = _image_to_token(layer.cross_attn_image_to_token, xk, q, queries)
+        else:
+            out = _image_to_token_cached(layer.cross_attn_image_to_token, cache[2], q, queries)
+        return queries, layer.norm4(keys + out)
+
+    def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """output_upscaling + hypernetwork product, channels-last per 64x64 cell -> (1, M, 256, 256)."""
+        conv1, norm, _, conv2, _ = self.decoder.output_upscaling
+        side = self.prompt_encoder.image_embedding_size[0]
+        mid, out = int(conv1.out_channels), int(conv2.out_channels)  # Python ints: static shapes in ONNX
+        # ConvTranspose2d(k=2, s=2) weight (in, out, a, b): each cell becomes a 2x2 block of `out`.
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(-1, 4 * mid)
+        x = (keys @ w1 + conv1.bias.repeat(4)).reshape(-1, mid)
+        x = F.gelu(F.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(-1, 4 * out)
+        x = F.gelu((x @ w2 + conv2.bias.repeat(4)).reshape(-1, out))
+        masks = (x @ hyper.T).reshape(side, side, 2, 2, 2, 2, -1)  # (i, j, a, b, c, d, mask)
+        # Pixel (4i + 2a + c, 4j + 2b + d) of each mask.
+        return masks.permute(6, 0, 2, 4, 1, 3, 5).reshape(1, -1, side * 4, side * 4)
+
+    def forward(
+        self,
+        keys: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        q_cache: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shapes as SamPrepareGraph's outputs and the main contract's point inputs."""
+        decoder = self.decoder
+        sparse = self.prompt_encoder.embed_points(point_coords, point_labels)[0]
+        tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight, sparse], dim=0)
+        queries = tokens
+        queries, keys = self._block(0, queries, keys, tokens, (k_cache, v_cache, q_cache))
+        for i in range(1, len(decoder.transformer.layers)):
+            queries, keys = self._block(i, queries, keys, tokens, None)
+        attn = _token_to_image(decoder.transformer.final_attn_token_to_image, queries + tokens, keys + self.key_pe, keys)
+        queries = decoder.transformer.norm_final_attn(queries + attn)
+
+        iou = decoder.iou_prediction_head(queries[0])[None]
+        mask_tokens = queries[1 : 1 + decoder.num_mask_tokens]
+        hyper = torch.stack([mlp(mask_tokens[i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])
+        return iou, self._upscale_masks(keys, hyper)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: tuple, outputs: tuple, dynamic: dict) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+        )
+
+
+def export_interactive(model: Sam, graph: str, path: Path) -> None:
+    """Write the interactive `graph` ("prepare" or "prompt") of `model` to `path`."""
+    example = _example_inputs()
+    prepare = SamPrepareGraph(model).eval()
+    if graph == "prepare":
+        _export(prepare, (example[0], example[3], example[4]), path, PREPARE_INPUTS, PREPARE_OUTPUTS, {})
+    elif graph == "prompt":
+        with torch.no_grad():
+            cache = prepare(example[0], example[3], example[4])
+        points = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+        _export(SamPromptGraph(model), (*cache, *example[1:3]), path, PROMPT_INPUTS, PROMPT_OUTPUTS, points)
+    else:
+        raise ValueError(f"unknown interactive graph {graph!r}")

@@ -19,7 +19,7 @@ function renderTile(image) {
     tile.dataset.imageId = image.id;
     tile.innerHTML = `<a><img loading="lazy" alt=""><span class="name"></span><span class="badge"></span></a>`;
     tile.querySelector("a").href = `/images/${image.id}/`;
-    tile.querySelector("img").src = image.file_url;
+    tile.querySelector("img").src = image.thumbnail_url;
     tile.querySelector(".name").textContent = image.name;
     tiles.set(image.id, tile);
     grid.append(tile);
