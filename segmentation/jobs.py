@@ -6,6 +6,7 @@ deployment uses Celery.
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -44,7 +45,7 @@ def broker_backlog() -> int | None:
         return None
     try:
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=5)
-        return sum(int(client.llen(key)) for key in settings.GPU_QUEUE_KEYS)  # type: ignore[arg-type]
+        return sum(cast(int, client.llen(key)) for key in settings.GPU_QUEUE_KEYS)
     except RedisError:
         return None
 

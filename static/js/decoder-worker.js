@@ -24,8 +24,8 @@ async function init({ decoderUrl, model, ortBase }) {
   return { threads: ort.env.wasm.numThreads };
 }
 
-function setEmbedding({ imageId, buffer }) {
-  const embedding = decodeEmbedding(buffer);
+async function setEmbedding({ imageId, buffer }) {
+  const embedding = await decodeEmbedding(buffer);
   if (embedding.model !== modelKey) {
     throw new Error(`embedding of model ${embedding.model} cannot be used with the ${modelKey} decoder`);
   }
