@@ -32,6 +32,32 @@ MEDIA_URL = "/media/"
 CHECKPOINT_DIR = Path(env.str("CHECKPOINT_DIR", default=str(DATA_DIR / "checkpoints"))).resolve()
 DECODER_DIR = Path(env.str("DECODER_DIR", default=str(DATA_DIR / "decoders"))).resolve()
 
+# Where images, thumbnails and embeddings live: the local data dir, or S3-compatible object storage so
+# web servers and GPU workers on different machines share them.
+STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
+if STORAGE_BACKEND == "s3":
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("S3_BUCKET"),
+            "endpoint_url": env.str("S3_ENDPOINT_URL", default=None),
+            "region_name": env.str("S3_REGION", default=None),
+            "access_key": env.str("S3_ACCESS_KEY_ID", default=None),
+            "secret_key": env.str("S3_SECRET_ACCESS_KEY", default=None),
+            "location": env.str("S3_PREFIX", default=""),
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
+elif STORAGE_BACKEND == "local":
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+else:
+    raise environ.ImproperlyConfigured("STORAGE_BACKEND must be 'local' or 's3'")
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
 SAM_MODEL = env.str("SAM_MODEL", default="mobile_sam")
 # "cpu", "cuda" or "auto" (cuda when available).
 SAM_DEVICE = env.str("SAM_DEVICE", default="auto")
