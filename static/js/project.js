@@ -70,6 +70,9 @@ if (dropzone) {
   const input = document.getElementById("file-input");
   const list = document.getElementById("upload-list");
   const summary = document.getElementById("upload-summary");
+  const totalBar = document.getElementById("upload-total");
+  const count = document.getElementById("upload-count");
+  const fractions = new Map(); // row -> fraction uploaded, for the overall bar
   let total = 0;
   let done = 0;
   let failed = 0;
@@ -78,7 +81,10 @@ if (dropzone) {
 
   const updateSummary = () => {
     summary.hidden = false;
-    summary.textContent = `${done} of ${total} uploaded` + (failed ? `, ${failed} failed` : "");
+    count.textContent = `${done} of ${total} uploaded` + (failed ? `, ${failed} failed` : "");
+    let sum = 0;
+    for (const fraction of fractions.values()) sum += fraction;
+    totalBar.value = total ? sum / total : 0;
   };
 
   const pump = () => {
@@ -86,17 +92,23 @@ if (dropzone) {
       const { file, row } = queue.shift();
       running += 1;
       const bar = row.querySelector("progress");
-      uploadFile(projectId, file, (fraction) => { bar.value = fraction; })
+      uploadFile(projectId, file, (fraction) => {
+        bar.value = fraction;
+        fractions.set(row, fraction);
+        updateSummary();
+      })
         .then((image) => {
           row.dataset.state = "done";
           row.querySelector(".msg").textContent = "uploaded";
           bar.value = 1;
+          fractions.set(row, 1);
           done += 1;
           renderTile(image);
         })
         .catch((error) => {
           row.dataset.state = "failed";
           row.querySelector(".msg").textContent = error.message;
+          fractions.set(row, 1); // finished, if not well
           failed += 1;
         })
         .finally(() => {
