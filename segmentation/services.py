@@ -206,7 +206,8 @@ def embedding_compute(*, image_id: int) -> None:
     with image.file.open("rb") as handle:
         pixels = load_rgb(handle.read())
     embedding = encode_image(model_runtime.loaded_model(), pixels)
-    embedding_store(image=image, model_key=model_key, blob=embedding_codec.encode(embedding, model_key=model_key))
+    blob = embedding_codec.encode(embedding, model_key=model_key, dtype=settings.EMBEDDING_DTYPE)
+    embedding_store(image=image, model_key=model_key, blob=blob)
 
 
 def embedding_store(*, image: Image, model_key: str, blob: bytes) -> Embedding:

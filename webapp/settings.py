@@ -58,6 +58,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# What the browser downloads per image: "float16" (exact, ~1.8 MiB) or "uint8" (~0.8 MiB, a few masks
+# near the threshold move; see benchmarks/RESULTS.md "Payload").
+EMBEDDING_DTYPE = env.str("EMBEDDING_DTYPE", default="float16")
+
 SAM_MODEL = env.str("SAM_MODEL", default="mobile_sam")
 # "cpu", "cuda" or "auto" (cuda when available).
 SAM_DEVICE = env.str("SAM_DEVICE", default="auto")
