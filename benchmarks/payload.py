@@ -288,7 +288,7 @@ CONCLUSION = [
     " entropy coder with row or median-edge prediction would need 0.93-1.05 MB (astronaut: 1.05 MB, over"
     " the budget). Symmetric int8, 7 bits, and"
     " rounding that minimises the decoder's sensitivity-weighted error (GPTQ-style, measured separately)"
-    " were worse or no better than the default.",
+    " were worse or no better than uint8.",
 ]
 
 
