@@ -15,7 +15,8 @@ from rest_framework.response import Response
 from . import exports, model_runtime, rle, selectors, services
 from .image_files import RejectedImage
 from .models import Embedding, Image
-from .sam import embedding_codec
+from .sam import embedding_codec, interactive
+from .sam.onnx_decoder import INTERACTIVE_GRAPHS
 from .serializers import (
     ImageSerializer,
     LabelInSerializer,
@@ -211,6 +212,16 @@ def image_segment(request: Request, image_id: int) -> Response:
         _, tensor = embedding_codec.decode(handle.read())
     points = data.validated_data["points"]
     box = data.validated_data["box"]
+    if data.validated_data["replay"]:
+        # The annotator's click chain (first click multimask-best, then low-res feedback): one mask.
+        step = interactive.replay(
+            model_runtime.server_decoder(),
+            embedding=tensor,
+            orig_size=(image.height, image.width),
+            points=points,
+            box=box,
+        )
+        return Response({"masks": [{"rle": rle.encode(step.mask), "score": step.score}], "model": embedding.model_key})
     result = model_runtime.server_decoder().predict(
         embedding=tensor,
         orig_size=(image.height, image.width),
@@ -293,10 +304,19 @@ def project_export(request: Request, project_id: int) -> StreamingHttpResponse |
 @extend_schema(responses={(200, "application/octet-stream"): bytes})
 @api_view(["GET"])
 def model_decoder(request: Request, model_key: str) -> HttpResponseBase:
+    """The full decoder graph, or with ?graph=prepare|prompt the browser's interactive pair."""
     if model_key != model_runtime.current_spec().key:
         return Response({"error": f"this server runs model {model_runtime.current_spec().key}"}, status=404)
-    path = model_runtime.decoder_path()
-    response = FileResponse(path.open("rb"), content_type="application/octet-stream")
+    graph = request.query_params.get("graph", "decoder")
+    if graph not in ("decoder", *INTERACTIVE_GRAPHS):
+        return Response({"error": f"graph must be one of decoder, {', '.join(INTERACTIVE_GRAPHS)}"}, status=400)
+    path = model_runtime.decoder_path(graph)
+    etag = f'"{path.stem}"'  # the name carries the checkpoint hash and the export format version
+    response: HttpResponseBase
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        response = FileResponse(path.open("rb"), content_type="application/octet-stream")
     response["Cache-Control"] = "private, max-age=3600"
-    response["ETag"] = f'"{path.stem}"'
+    response["ETag"] = etag
     return response

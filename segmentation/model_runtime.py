@@ -6,15 +6,25 @@ checkpoint lives (`CHECKPOINT_DIR`), where its ONNX decoder is cached (`DATA_DIR
 
 import functools
 import logging
+import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 from django.conf import settings
 
 from .sam import registry
 from .sam.build import build_model
 from .sam.checkpoints import CheckpointUnavailable, ensure_checkpoint
-from .sam.onnx_decoder import OnnxDecoder, decoder_onnx_path, ensure_decoder_onnx
+from .sam.onnx_decoder import (
+    INTERACTIVE_GRAPHS,
+    OnnxDecoder,
+    decoder_onnx_path,
+    ensure_decoder_onnx,
+    ensure_interactive_onnx,
+    interactive_onnx_path,
+)
+from .sam.predictor import encode_image
 from .sam.sam import Sam
 
 logger = logging.getLogger(__name__)
@@ -56,15 +66,44 @@ def loaded_model() -> Sam:
     return model.to(device())
 
 
-def decoder_path() -> Path:
+def batch_size() -> int:
+    """How many queued images one job encodes together: batching pays on a GPU, not on a CPU."""
+    return settings.EMBED_BATCH_SIZE if device().type == "cuda" else 1
+
+
+def encode_images(images: list[np.ndarray]) -> list[np.ndarray]:
+    """(H, W, 3) uint8 RGB images -> their (1, 256, 64, 64) float32 embeddings."""
+    model = loaded_model()
+    return [encode_image(model, image) for image in images]
+
+
+_export_lock = threading.Lock()
+
+
+def decoder_path(graph: str = "decoder") -> Path:
     """The ONNX decoder for the current model, exported on first use (atomically; the file name
-    carries the checkpoint hash and the export format version, so a stale export is never reused)."""
+    carries the checkpoint hash and the export format version, so a stale export is never reused).
+
+    `graph` is "decoder" (the full graph, also run by the server) or one of the browser's interactive
+    pair, "prepare" and "prompt" (see sam/onnx_decoder.py), which are exported together: the page asks
+    for both at once, and one model build serves both."""
     spec = current_spec()
-    path = decoder_onnx_path(spec, settings.DECODER_DIR)
-    if not path.is_file():
-        checkpoint = checkpoint_path()
-        path = ensure_decoder_onnx(spec, build_model(spec, checkpoint), checkpoint, settings.DECODER_DIR)
-        logger.info("exported the ONNX decoder for %s to %s", spec.key, path)
+    if graph == "decoder":
+        path = decoder_onnx_path(spec, settings.DECODER_DIR)
+    else:
+        path = interactive_onnx_path(spec, settings.DECODER_DIR, graph)
+    if path.is_file():
+        return path
+    with _export_lock:
+        if not path.is_file():
+            checkpoint = checkpoint_path()
+            model = build_model(spec, checkpoint)
+            if graph == "decoder":
+                ensure_decoder_onnx(spec, model, checkpoint, settings.DECODER_DIR)
+            else:
+                for name in INTERACTIVE_GRAPHS:
+                    ensure_interactive_onnx(spec, model, checkpoint, settings.DECODER_DIR, name)
+            logger.info("exported the ONNX %s graph for %s to %s", graph, spec.key, path)
     return path
 
 

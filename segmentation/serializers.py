@@ -114,6 +114,8 @@ class SegmentInSerializer(serializers.Serializer[Any]):
     points = serializers.ListField(child=PointField(), required=False, default=list, max_length=64)
     box = BoxField(required=False, allow_null=True, default=None)
     multimask = serializers.BooleanField(required=False, default=False)
+    # Replay the points in order as the annotator builds an object (see segmentation/sam/interactive.py).
+    replay = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs["points"] and attrs["box"] is None:

@@ -190,24 +190,64 @@ def image_open(*, image: Image) -> None:
 
 
 def embedding_compute(*, image_id: int) -> None:
-    """Encode one image with the configured model and store its embedding. Idempotent per (image, model)."""
+    """Encode the image (and, on a GPU, a batch of other queued images with it) with the configured
+    model and store the embeddings. Idempotent per (image, model): a redelivered job is a no-op."""
     from . import model_runtime
-    from .sam.predictor import encode_image
 
+    model_key = model_runtime.current_spec().key
     image = Image.objects.filter(pk=image_id).first()
     if image is None:
         logger.info("image %s was deleted before its embedding ran", image_id)
         return
-    model_key = model_runtime.current_spec().key
     if image.embeddings.filter(model_key=model_key).exists():
         _set_status(image, ImageStatus.READY)
         return
-    _set_status(image, ImageStatus.EMBEDDING)
-    with image.file.open("rb") as handle:
-        pixels = load_rgb(handle.read())
-    embedding = encode_image(model_runtime.loaded_model(), pixels)
-    blob = embedding_codec.encode(embedding, model_key=model_key, dtype=settings.EMBEDDING_DTYPE)
-    embedding_store(image=image, model_key=model_key, blob=blob)
+    batch = _claim_batch(image_id=image_id, model_key=model_key, size=model_runtime.batch_size())
+    if not batch:
+        logger.info("image %s is being embedded by another worker's batch", image_id)
+        return
+    for claimed in batch:
+        _announce_status(claimed)
+    pixels = []
+    for claimed in batch:
+        with claimed.file.open("rb") as handle:
+            pixels.append(load_rgb(handle.read()))
+    for claimed, embedding in zip(batch, model_runtime.encode_images(pixels), strict=True):
+        blob = embedding_codec.encode(embedding, model_key=model_key, dtype=settings.EMBEDDING_DTYPE)
+        embedding_store(image=claimed, model_key=model_key, blob=blob)
+
+
+def _claim_batch(*, image_id: int, model_key: str, size: int) -> list[Image]:
+    """Mark this image, and up to size-1 other queued images without an embedding, as `embedding`.
+
+    Rows locked by another worker are skipped (SKIP LOCKED), and an image another worker claimed within
+    the stale-job deadline is left to it: its own job finds the embedding stored and does nothing, and if
+    that worker died the sweep queues it again.
+    """
+    recent = timezone.now() - timedelta(seconds=settings.STALE_JOB_SECONDS)
+    with transaction.atomic():
+        lead = (
+            Image.objects.select_for_update(skip_locked=True)
+            .filter(pk=image_id)
+            .exclude(status=ImageStatus.EMBEDDING, updated_at__gte=recent)
+            .first()
+        )
+        if lead is None:
+            return []
+        others = (
+            Image.objects.select_for_update(skip_locked=True)
+            .filter(status=ImageStatus.QUEUED)
+            .exclude(pk=image_id)
+            .exclude(embeddings__model_key=model_key)
+            .order_by("id")[: max(size - 1, 0)]
+        )
+        batch = [lead, *others]
+        Image.objects.filter(pk__in=[i.pk for i in batch]).update(
+            status=ImageStatus.EMBEDDING, error="", updated_at=timezone.now()
+        )
+        for claimed in batch:
+            claimed.status, claimed.error = ImageStatus.EMBEDDING, ""
+    return batch
 
 
 def embedding_store(*, image: Image, model_key: str, blob: bytes) -> Embedding:

@@ -65,6 +65,8 @@ EMBEDDING_DTYPE = env.str("EMBEDDING_DTYPE", default="float16")
 SAM_MODEL = env.str("SAM_MODEL", default="mobile_sam")
 # "cpu", "cuda" or "auto" (cuda when available).
 SAM_DEVICE = env.str("SAM_DEVICE", default="auto")
+# On a GPU, one job encodes up to this many queued images in one forward pass.
+EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=8)
 
 INSTALLED_APPS = [
     "daphne",

@@ -37,8 +37,10 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -46,9 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import LayerNorm2d
 from .prompt_encoder import BOX_BOTTOM_RIGHT_LABEL, BOX_TOP_LEFT_LABEL, PAD_LABEL
 from .registry import ModelSpec, file_sha256
 from .sam import Sam
+from .transformer import Attention, TwoWayAttentionBlock
 from .transforms import ResizeLongestSide
 
 # Bump whenever the exported graph changes, so cached files from older code are never reused.
@@ -175,18 +179,23 @@ def ensure_decoder_onnx(spec: ModelSpec, model: Sam, checkpoint_path: Path, cach
     """
     sha = spec.checkpoint_sha256 or file_sha256(checkpoint_path)
     path = decoder_onnx_path(spec, cache_dir, sha)
+    _export_once(path, lambda tmp: export_decoder(model, tmp))
+    return path
+
+
+def _export_once(path: Path, export: Callable[[Path], None]) -> None:
+    """Run `export` into a temporary file beside `path` and move it into place, unless `path` exists."""
     if path.is_file():
-        return path
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=path.name, suffix=".tmp")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        export_decoder(model, Path(tmp_name))
+        export(Path(tmp_name))
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-    return path
 
 
 @dataclass(frozen=True)
@@ -333,7 +342,7 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).reshape(x.shape[1], -1)
 
 
-def _token_to_image(att: nn.Module, q_in: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
+def _token_to_image(att: Attention, q_in: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
     """Attention(q=tokens (T, C), k=image xk (N, C), v=image xv (N, C)) -> (T, C), re-associated."""
     h = att.num_heads
     q = _heads(att.q_proj(q_in), h)  # (h, T, d)
@@ -345,14 +354,14 @@ def _token_to_image(att: nn.Module, q_in: torch.Tensor, xk: torch.Tensor, xv: to
     return att.out_proj(_merge_heads(out))
 
 
-def _token_to_image_cached(att: nn.Module, q_in: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _token_to_image_cached(att: Attention, q_in: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """As _token_to_image with the image side already projected: k (h, d, N), v (h, N, d)."""
     q = _heads(att.q_proj(q_in), att.num_heads)
     attn = torch.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1)
     return att.out_proj(_merge_heads(attn @ v))
 
 
-def _image_to_token_out(att: nn.Module, attn: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+def _image_to_token_out(att: Attention, attn: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
     """attn (N, h, T) weights over the tokens v_in (T, C) -> out_proj(attn @ v) (N, C), as attn @ (v Wo)."""
     h = att.num_heads
     v = _heads(att.v_proj(v_in), h)  # (h, T, d)
@@ -361,7 +370,7 @@ def _image_to_token_out(att: nn.Module, attn: torch.Tensor, v_in: torch.Tensor) 
     return attn.reshape(attn.shape[0], -1) @ vo + att.out_proj.bias
 
 
-def _image_to_token(att: nn.Module, xq: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+def _image_to_token(att: Attention, xq: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
     """Attention(q=image xq (N, C), k=tokens k_in (T, C), v=tokens v_in (T, C)) -> (N, C), re-associated."""
     h = att.num_heads
     k = _heads(att.k_proj(k_in), h)  # (h, T, d)
@@ -374,7 +383,7 @@ def _image_to_token(att: nn.Module, xq: torch.Tensor, k_in: torch.Tensor, v_in: 
     return _image_to_token_out(att, attn, v_in)
 
 
-def _image_to_token_cached(att: nn.Module, q: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+def _image_to_token_cached(att: Attention, q: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
     """As _image_to_token with the image queries already projected: q (h, N, d)."""
     k = _heads(att.k_proj(k_in), att.num_heads)  # (h, T, d)
     scores = (q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])).permute(1, 0, 2)  # (N, h, T)
@@ -389,7 +398,7 @@ class SamPrepareGraph(nn.Module):
     def __init__(self, model: Sam) -> None:
         super().__init__()
         self.prompt_encoder = model.prompt_encoder
-        self.layer = model.mask_decoder.transformer.layers[0]
+        self.layer = cast(TwoWayAttentionBlock, model.mask_decoder.transformer.layers[0])
         self.register_buffer("key_pe", model.prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous())
 
     def forward(
@@ -419,10 +428,15 @@ class SamPromptGraph(nn.Module):
         self.register_buffer("key_pe", model.prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous())
 
     def _block(
-        self, i: int, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, cache: tuple | None
+        self,
+        i: int,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """TwoWayAttentionBlock.forward on 2-D tensors (see transformer.py for the reference order)."""
-        layer = self.decoder.transformer.layers[i]
+        layer = cast(TwoWayAttentionBlock, self.decoder.transformer.layers[i])
         if layer.skip_first_layer_pe:
             queries = layer.self_attn(q=queries[None], k=queries[None], v=queries[None])[0]
         else:
@@ -447,14 +461,17 @@ class SamPromptGraph(nn.Module):
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """output_upscaling + hypernetwork product, channels-last per 64x64 cell -> (1, M, 256, 256)."""
         conv1, norm, _, conv2, _ = self.decoder.output_upscaling
+        conv1, conv2 = cast(nn.ConvTranspose2d, conv1), cast(nn.ConvTranspose2d, conv2)
+        norm = cast(LayerNorm2d, norm)
         side = self.prompt_encoder.image_embedding_size[0]
         mid, out = int(conv1.out_channels), int(conv2.out_channels)  # Python ints: static shapes in ONNX
         # ConvTranspose2d(k=2, s=2) weight (in, out, a, b): each cell becomes a 2x2 block of `out`.
+        bias1, bias2 = cast(torch.Tensor, conv1.bias), cast(torch.Tensor, conv2.bias)
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(-1, 4 * mid)
-        x = (keys @ w1 + conv1.bias.repeat(4)).reshape(-1, mid)
+        x = (keys @ w1 + bias1.repeat(4)).reshape(-1, mid)
         x = F.gelu(F.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(-1, 4 * out)
-        x = F.gelu((x @ w2 + conv2.bias.repeat(4)).reshape(-1, out))
+        x = F.gelu((x @ w2 + bias2.repeat(4)).reshape(-1, out))
         masks = (x @ hyper.T).reshape(side, side, 2, 2, 2, 2, -1)  # (i, j, a, b, c, d, mask)
         # Pixel (4i + 2a + c, 4j + 2b + d) of each mask.
         return masks.permute(6, 0, 2, 4, 1, 3, 5).reshape(1, -1, side * 4, side * 4)
@@ -476,7 +493,9 @@ class SamPromptGraph(nn.Module):
         queries, keys = self._block(0, queries, keys, tokens, (k_cache, v_cache, q_cache))
         for i in range(1, len(decoder.transformer.layers)):
             queries, keys = self._block(i, queries, keys, tokens, None)
-        attn = _token_to_image(decoder.transformer.final_attn_token_to_image, queries + tokens, keys + self.key_pe, keys)
+        attn = _token_to_image(
+            decoder.transformer.final_attn_token_to_image, queries + tokens, keys + self.key_pe, keys
+        )
         queries = decoder.transformer.norm_final_attn(queries + attn)
 
         iou = decoder.iou_prediction_head(queries[0])[None]
@@ -515,3 +534,21 @@ def export_interactive(model: Sam, graph: str, path: Path) -> None:
         _export(SamPromptGraph(model), (*cache, *example[1:3]), path, PROMPT_INPUTS, PROMPT_OUTPUTS, points)
     else:
         raise ValueError(f"unknown interactive graph {graph!r}")
+
+
+def interactive_onnx_path(spec: ModelSpec, cache_dir: Path, graph: str, checkpoint_sha256: str | None = None) -> Path:
+    """Cache file name of an interactive graph, named like decoder_onnx_path."""
+    if graph not in INTERACTIVE_GRAPHS:
+        raise ValueError(f"unknown interactive graph {graph!r}")
+    sha = checkpoint_sha256 or spec.checkpoint_sha256
+    if not sha:
+        raise ValueError(f"{spec.key}: the checkpoint sha256 is needed to name the decoder cache file")
+    return cache_dir / f"{spec.key}.{graph}.{sha[:16]}.v{INTERACTIVE_FORMAT_VERSION}.onnx"
+
+
+def ensure_interactive_onnx(spec: ModelSpec, model: Sam, checkpoint_path: Path, cache_dir: Path, graph: str) -> Path:
+    """As ensure_decoder_onnx, for the interactive `graph` ("prepare" or "prompt")."""
+    sha = spec.checkpoint_sha256 or file_sha256(checkpoint_path)
+    path = interactive_onnx_path(spec, cache_dir, graph, sha)
+    _export_once(path, lambda tmp: export_interactive(model, graph, tmp))
+    return path

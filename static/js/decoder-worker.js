@@ -1,27 +1,51 @@
-// Web Worker: runs SAM's prompt encoder + mask decoder (the app's ONNX file) in onnxruntime-web, so the
-// page never blocks while a mask is computed. One message in, one message out, tagged with its id.
+// Web Worker: runs SAM's prompt encoder + mask decoder in onnxruntime-web, so the page never blocks
+// while a mask is computed. One message in, one message out, tagged with its id.
+//
+// Two ways to decode, both giving low-res logits for the page to keep and feed back:
+// - the interactive pair (`graphs`: prepare + prompt, see segmentation/sam/onnx_decoder.py): the
+//   image-only part of the first transformer layer is computed once per image and cached, so a hover
+//   or a first click runs only the lean prompt graph; a click with a mask prompt runs both.
+// - the full graph (`decoderUrl`), kept for the parity test against the official outputs.
+// Full-resolution masks are made only on request (`upscale`), for the object being committed.
 import * as ort from "../vendor/ort/ort.wasm.min.mjs";
 import { decodeEmbedding } from "./embedding.js";
 import { toModelFrame } from "./coords.js";
+import { LOW_RES, upscaleMask } from "./upscale.js";
 
-const LOW_RES = 256;
-let session = null;
+let session = null; // the full graph, or null
+let prepareSession = null;
+let promptSession = null;
 let modelKey = null;
-const embeddings = new Map(); // image id -> ort.Tensor, a few at most (the page asks for what it needs)
+const embeddings = new Map(); // image id -> ort.Tensor, least recently used first
 const MAX_EMBEDDINGS = 4;
+const prepared = new Map(); // image id -> the prepare graph's outputs without a mask prompt
+const SESSION_OPTIONS = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
 
-async function init({ decoderUrl, model, ortBase }) {
-  ort.env.wasm.wasmPaths = ortBase;
-  // Threads need SharedArrayBuffer, which the browser only grants to cross-origin isolated pages.
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-  const response = await fetch(decoderUrl);
+async function fetchModel(url) {
+  // The browser's HTTP cache keeps these (the app sends Cache-Control and an ETag).
+  const response = await fetch(url);
   if (!response.ok) throw new Error(`decoder download failed (HTTP ${response.status})`);
-  session = await ort.InferenceSession.create(new Uint8Array(await response.arrayBuffer()), {
-    executionProviders: ["wasm"],
-    graphOptimizationLevel: "all",
-  });
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function init({ decoderUrl, graphs, model, ortBase, threads }) {
+  const started = performance.now();
+  ort.env.wasm.wasmPaths = ortBase;
+  // Threads need SharedArrayBuffer, which the browser only grants to cross-origin isolated pages. One
+  // core is left to the page (input, painting, compositing): on 2 cores a second decoder thread only
+  // competes with them and makes hover slower (benchmarks/RESULTS.md, "Browser").
+  const cores = navigator.hardwareConcurrency || 1;
+  const available = self.crossOriginIsolated ? Math.max(1, Math.min(4, cores - 1)) : 1;
+  ort.env.wasm.numThreads = self.crossOriginIsolated && threads ? Math.min(threads, 4) : available;
+  if (graphs) {
+    const [prepare, prompt] = await Promise.all([fetchModel(graphs.prepare), fetchModel(graphs.prompt)]);
+    prepareSession = await ort.InferenceSession.create(prepare, SESSION_OPTIONS);
+    promptSession = await ort.InferenceSession.create(prompt, SESSION_OPTIONS);
+  } else {
+    session = await ort.InferenceSession.create(await fetchModel(decoderUrl), SESSION_OPTIONS);
+  }
   modelKey = model;
-  return { threads: ort.env.wasm.numThreads };
+  return { threads: ort.env.wasm.numThreads, ms: performance.now() - started };
 }
 
 async function setEmbedding({ imageId, buffer }) {
@@ -59,42 +83,73 @@ function promptTensors(points, box, height, width) {
   };
 }
 
-async function decode({ imageId, points, box, maskInput, multimask, height, width }) {
+// The embedding of `imageId`, marked most recently used; cached prepare outputs follow evictions.
+function embeddingFor(imageId) {
   const embedding = embeddings.get(imageId);
   if (!embedding) throw new Error(`no embedding loaded for image ${imageId}`);
-  const started = performance.now();
-  const feeds = {
-    image_embeddings: embedding,
-    ...promptTensors(points, box, height, width),
+  embeddings.delete(imageId);
+  embeddings.set(imageId, embedding);
+  for (const id of prepared.keys()) if (!embeddings.has(id)) prepared.delete(id);
+  return embedding;
+}
+
+function maskFeeds(maskInput) {
+  return {
     mask_input: new ort.Tensor("float32", maskInput || new Float32Array(LOW_RES * LOW_RES), [1, 1, LOW_RES, LOW_RES]),
     has_mask_input: new ort.Tensor("float32", new Float32Array([maskInput ? 1 : 0]), [1]),
-    orig_im_size: new ort.Tensor("float32", new Float32Array([height, width]), [2]),
   };
-  const out = await session.run(feeds);
-  // Token 0 is the single-mask answer; tokens 1..3 are the multimask candidates (as SamPredictor).
-  const tokens = multimask ? [1, 2, 3] : [0];
-  const allScores = out.iou_predictions.data;
-  const candidates = tokens
-    .map((token) => ({ token, score: allScores[token] }))
+}
+
+async function prepare(imageId, maskInput) {
+  const embedding = embeddingFor(imageId);
+  if (maskInput) return prepareSession.run({ image_embeddings: embedding, ...maskFeeds(maskInput) });
+  if (!prepared.has(imageId)) prepared.set(imageId, await prepareSession.run({ image_embeddings: embedding, ...maskFeeds(null) }));
+  return prepared.get(imageId);
+}
+
+// -> {iou_predictions, low_res_masks} for one prompt set.
+async function run({ imageId, points, box, maskInput, height, width }) {
+  const prompts = promptTensors(points, box, height, width);
+  if (!promptSession) {
+    const feeds = {
+      image_embeddings: embeddingFor(imageId),
+      ...prompts,
+      ...maskFeeds(maskInput),
+      orig_im_size: new ort.Tensor("float32", new Float32Array([height, width]), [2]),
+    };
+    return session.run(feeds, ["iou_predictions", "low_res_masks"]);
+  }
+  return promptSession.run({ ...(await prepare(imageId, maskInput)), ...prompts });
+}
+
+// Candidates best first: token 0 is the single-mask answer, tokens 1..3 the multimask ones (as
+// SamPredictor); `keep` limits how many come back (hover needs one).
+async function decode({ multimask, keep = 3, ...args }) {
+  const started = performance.now();
+  const out = await run(args);
+  const scores = out.iou_predictions.data;
+  const plane = LOW_RES * LOW_RES;
+  const candidates = (multimask ? [1, 2, 3] : [0])
+    .map((token) => ({ token, score: scores[token] }))
     .sort((a, b) => b.score - a.score)
-    .map(({ token, score }) => {
-      const plane = height * width;
-      const logits = out.masks.data.subarray(token * plane, (token + 1) * plane);
-      const mask = new Uint8Array(plane);
-      for (let i = 0; i < plane; i++) mask[i] = logits[i] > 0 ? 1 : 0;
-      const lowRes = out.low_res_masks.data.slice(token * LOW_RES * LOW_RES, (token + 1) * LOW_RES * LOW_RES);
-      return { token, score, mask, lowRes };
-    });
+    .slice(0, keep)
+    .map(({ token, score }) => ({ token, score, lowRes: out.low_res_masks.data.slice(token * plane, (token + 1) * plane) }));
   return { candidates, ms: performance.now() - started };
 }
 
-const handlers = { init, setEmbedding, decode };
+function upscale({ lowRes, height, width }) {
+  const started = performance.now();
+  return { mask: upscaleMask(lowRes, height, width), ms: performance.now() - started };
+}
+
+const handlers = { init, setEmbedding, decode, upscale, hasEmbedding: ({ imageId }) => embeddings.has(imageId) };
 
 self.onmessage = async ({ data }) => {
   const { id, type, ...args } = data;
   try {
     const result = await handlers[type](args);
-    const transfer = (result.candidates || []).flatMap((c) => [c.mask.buffer, c.lowRes.buffer]);
+    const transfer = (result?.candidates || []).map((c) => c.lowRes.buffer);
+    if (result?.mask) transfer.push(result.mask.buffer);
     self.postMessage({ id, ok: true, result }, transfer);
   } catch (error) {
     self.postMessage({ id, ok: false, error: String(error && error.message ? error.message : error) });

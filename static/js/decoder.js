@@ -1,5 +1,6 @@
 // The page's handle on the decoder worker. One decode runs at a time; clicks wait their turn in order,
-// while hover keeps a single slot: a newer hover replaces a waiting one, which resolves to null.
+// while hover keeps a single slot: a newer hover replaces a waiting one, which resolves to null, so
+// hover requests never queue up behind a slow decoder.
 
 export class Decoder {
   constructor(workerUrl) {
@@ -28,6 +29,12 @@ export class Decoder {
   init(args) { return this.call("init", args); }
 
   setEmbedding(imageId, buffer) { return this.call("setEmbedding", { imageId, buffer }, [buffer]); }
+
+  hasEmbedding(imageId) { return this.call("hasEmbedding", { imageId }); }
+
+  // Full-resolution mask from low-res logits (copied: the caller keeps its array). Pure JS in the
+  // worker, so it need not wait for a decode's turn.
+  upscale(lowRes, height, width) { return this.call("upscale", { lowRes, height, width }); }
 
   decode(args) {
     return new Promise((resolve, reject) => {

@@ -1,62 +1,75 @@
-// Drawing masks and prompts over the image. Canvases are at the image's own resolution and scaled by
-// CSS, so a mask pixel is an image pixel at any display size.
+// Drawing over the image. Saved objects are painted pixel for pixel on a canvas at the image's own
+// resolution (shown with nearest-neighbour scaling, so a mask pixel is an image pixel at any zoom).
+// The live object is painted at the decoder's 256x256 resolution and the browser scales that canvas
+// up (bilinear, on the compositor): no per-pixel work at image size while hovering.
 
-const PALETTE = [[37, 99, 235], [220, 38, 38], [22, 163, 74], [217, 119, 6], [147, 51, 234], [8, 145, 178], [219, 39, 119], [101, 163, 13]];
-
-export function colourFor(index) {
-  return PALETTE[index % PALETTE.length];
+export function hexToRgb(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
-// masks: [{mask: Uint8Array(h*w), colour: [r, g, b], alpha}] painted onto ctx in one pass.
-export function paintMasks(ctx, masks, width, height) {
+// objects: [{mask: Uint8Array(h*w), colour: [r, g, b], emphasis: 0 | 1}] painted in one pass; an
+// emphasised object is more opaque and outlined.
+export function paintObjects(ctx, objects, width, height) {
   const image = ctx.createImageData(width, height);
   const px = image.data;
-  for (const { mask, colour, alpha } of masks) {
-    const a = Math.round(alpha * 255);
+  for (const { mask, colour, emphasis } of objects) {
+    const a = emphasis ? 170 : 100;
     for (let i = 0, j = 0; i < mask.length; i++, j += 4) {
-      if (mask[i]) {
-        px[j] = colour[0];
-        px[j + 1] = colour[1];
-        px[j + 2] = colour[2];
-        px[j + 3] = a;
-      }
-    }
-  }
-  ctx.putImageData(image, 0, 0);
-}
-
-export function paintOutline(ctx, mask, width, height, colour) {
-  const image = ctx.getImageData(0, 0, width, height);
-  const px = image.data;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = y * width + x;
       if (!mask[i]) continue;
-      const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
-        !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width];
-      if (edge) {
-        const j = 4 * i;
-        px[j] = colour[0]; px[j + 1] = colour[1]; px[j + 2] = colour[2]; px[j + 3] = 255;
-      }
+      const edge = emphasis && (i % width === 0 || !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width]);
+      px[j] = edge ? 255 : colour[0];
+      px[j + 1] = edge ? 255 : colour[1];
+      px[j + 2] = edge ? 255 : colour[2];
+      px[j + 3] = edge ? 255 : a;
     }
   }
   ctx.putImageData(image, 0, 0);
 }
 
-// Points: green = positive, red = negative; radius in screen pixels whatever the zoom.
-export function paintPrompts(ctx, points, box, pixelsPerScreenPixel) {
-  const r = 5 * pixelsPerScreenPixel;
-  ctx.lineWidth = 2 * pixelsPerScreenPixel;
-  if (box) {
-    ctx.strokeStyle = "#facc15";
-    ctx.strokeRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
+// Low-res logits -> a 256x256 RGBA tile. Alpha ramps linearly through logit 0, so after the browser's
+// bilinear upscale the visible edge sits where the interpolated logits cross 0 (the mask boundary).
+export function paintLowRes(ctx, lowRes, colour, opacity) {
+  const side = 256;
+  const image = ctx.createImageData(side, side);
+  const px = image.data;
+  const full = Math.round(opacity * 255);
+  for (let i = 0, j = 0; i < lowRes.length; i++, j += 4) {
+    const t = Math.min(Math.max(0.5 + lowRes[i] * 1.5, 0), 1);
+    if (t === 0) continue;
+    px[j] = colour[0];
+    px[j + 1] = colour[1];
+    px[j + 2] = colour[2];
+    px[j + 3] = full * t;
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+// Points (green positive, red negative) and the box as SVG in image coordinates; sizes are divided by
+// the zoom so they stay the same on screen.
+export function renderPrompts(svg, { points, box, dragBox }, zoom) {
+  const nodes = [];
+  for (const b of [box, dragBox]) {
+    if (!b) continue;
+    const rect = document.createElementNS(SVG, "rect");
+    rect.setAttribute("x", b[0]);
+    rect.setAttribute("y", b[1]);
+    rect.setAttribute("width", b[2] - b[0]);
+    rect.setAttribute("height", b[3] - b[1]);
+    rect.setAttribute("class", b === dragBox ? "prompt-box dragging" : "prompt-box");
+    rect.setAttribute("stroke-width", 2 / zoom);
+    nodes.push(rect);
   }
   for (const [x, y, label] of points) {
-    ctx.beginPath();
-    ctx.arc(x, y, r, 0, 2 * Math.PI);
-    ctx.fillStyle = label ? "#22c55e" : "#ef4444";
-    ctx.fill();
-    ctx.strokeStyle = "#fff";
-    ctx.stroke();
+    const dot = document.createElementNS(SVG, "circle");
+    dot.setAttribute("cx", x);
+    dot.setAttribute("cy", y);
+    dot.setAttribute("r", 6 / zoom);
+    dot.setAttribute("stroke-width", 2 / zoom);
+    dot.setAttribute("class", label ? "prompt-point positive" : "prompt-point negative");
+    nodes.push(dot);
   }
+  svg.replaceChildren(...nodes);
 }

@@ -87,6 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     redis.Redis.from_url(env["REDIS_URL"]).delete("gpu")
     _manage(env, "migrate", "--noinput")
+    _manage(env, "prepare_model")  # as `make run` does: checkpoint fetched, ONNX graphs exported
     _manage(
         env,
         "shell",
