@@ -16,6 +16,7 @@ from django.conf import settings
 from .sam import registry
 from .sam.build import build_model
 from .sam.checkpoints import CheckpointUnavailable, ensure_checkpoint
+from .sam.encoder_runtime import EncoderRuntime
 from .sam.onnx_decoder import (
     INTERACTIVE_GRAPHS,
     OnnxDecoder,
@@ -24,7 +25,6 @@ from .sam.onnx_decoder import (
     ensure_interactive_onnx,
     interactive_onnx_path,
 )
-from .sam.predictor import encode_image
 from .sam.sam import Sam
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,19 @@ def loaded_model() -> Sam:
     return model.to(device())
 
 
+@functools.cache
+def encoder_runtime() -> EncoderRuntime:
+    """The encoder's fast path on this device (fused oneDNN kernels for MobileSAM on a CPU; batches,
+    optional bf16 and torch.compile on a GPU); fp32 by default, identical to the reference."""
+    return EncoderRuntime(
+        loaded_model(),
+        device=device(),
+        precision=settings.SAM_PRECISION,
+        compile=settings.SAM_COMPILE,
+        max_batch_size=batch_size(),
+    )
+
+
 def batch_size() -> int:
     """How many queued images one job encodes together: batching pays on a GPU, not on a CPU."""
     return settings.EMBED_BATCH_SIZE if device().type == "cuda" else 1
@@ -73,8 +86,7 @@ def batch_size() -> int:
 
 def encode_images(images: list[np.ndarray]) -> list[np.ndarray]:
     """(H, W, 3) uint8 RGB images -> their (1, 256, 64, 64) float32 embeddings."""
-    model = loaded_model()
-    return [encode_image(model, image) for image in images]
+    return encoder_runtime().encode_batch(images)
 
 
 _export_lock = threading.Lock()

@@ -57,6 +57,6 @@ def load_model_once(**_: object) -> None:
     from . import model_runtime
 
     try:
-        model_runtime.loaded_model()
+        model_runtime.encoder_runtime()
     except CheckpointUnavailable as error:
         logger.error("model not available: %s", error)

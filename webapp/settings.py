@@ -65,6 +65,10 @@ EMBEDDING_DTYPE = env.str("EMBEDDING_DTYPE", default="float16")
 SAM_MODEL = env.str("SAM_MODEL", default="mobile_sam")
 # "cpu", "cuda" or "auto" (cuda when available).
 SAM_DEVICE = env.str("SAM_DEVICE", default="auto")
+# "fp32" (exact, the default) or "bf16" (autocast with fp32 LayerNorm; for SAM ViT models on a GPU; see
+# benchmarks/RESULTS.md "Encoder" for what it does to masks). SAM_COMPILE: torch.compile the encoder.
+SAM_PRECISION = env.str("SAM_PRECISION", default="fp32")
+SAM_COMPILE = env.bool("SAM_COMPILE", default=False)
 # On a GPU, one job encodes up to this many queued images in one forward pass.
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=8)
 

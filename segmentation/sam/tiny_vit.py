@@ -199,7 +199,10 @@ class WindowAttention(nn.Module):
         n, t, c = x.shape
         qkv = self.qkv(self.norm(x)).view(n, t, self.num_heads, 3, self.head_dim)
         q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (N, heads, T, head_dim)
-        bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, T, T), broadcast over N
+        # (1, heads, T, T), broadcast over the N windows. The leading 1 matters: with a 3-D mask PyTorch's
+        # CPU dispatcher falls back to the unfused math kernel (an N x heads x T x T score buffer plus a
+        # "safe softmax" pass), about 3x slower here; a 4-D mask takes the fused flash kernel.
+        bias = self.attention_biases[:, self.attention_bias_idxs].unsqueeze(0)
         # softmax(q k^T / sqrt(head_dim) + bias) v; SDPA's default scale is 1/sqrt(head_dim) too.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(n, t, c))
