@@ -635,8 +635,9 @@ def report(
             "",
             f"Load average (1 min) while measuring: {min(loads):.2f}-{max(loads):.2f} on {os.cpu_count()} CPUs"
             " (the machine is shared; rounds of ours and official alternate). Images/s, median (best) over"
-            f" {options.rounds} round(s) of {options.images} image(s) ({options.vit_images} for the ViTs; PNG"
-            " fixtures, 300x451 to 1500x1000);"
+            f" {options.rounds} round(s) of {options.images} image(s)"
+            + (f" ({options.vit_images} for the ViTs)" if any(row.model != "mobile_sam" for row in rows) else "")
+            + " (PNG fixtures, 300x451 to 1500x1000);"
             " ratios of medians.",
             "Official code fetched by pip into benchmarks/.reference/ with torchvision/timm shims (see the"
             " script); it reproduces the fixtures' official embeddings: " + "; ".join(reference_lines) + ".",

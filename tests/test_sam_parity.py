@@ -107,7 +107,8 @@ def test_encode_image_matches_predictor_parity(models: Models, case: Case) -> No
     predictor = models.predictor(case)
     embedding = encode_image(models.model(case.fixture), load_image(case))
     assert embedding.dtype == np.float32 and embedding.shape == (1, 256, 64, 64)
-    np.testing.assert_array_equal(embedding, predictor.get_image_embedding().numpy())
+    # Not bitwise: oneDNN may pick other kernels when another test changed torch's thread count.
+    np.testing.assert_allclose(embedding, predictor.get_image_embedding().numpy(), rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize(("case", "prompt"), PROMPTS[:2], ids=[case_id(c, p) for c, p in PROMPTS[:2]])

@@ -58,7 +58,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-# What the browser downloads per image: "float16" (exact, ~1.8 MiB) or "uint8" (~0.8 MiB, a few masks
+# What the browser downloads per image: "float16" (exact, 2 MiB) or "uint8" (~0.8 MiB, a few masks
 # near the threshold move; see benchmarks/RESULTS.md "Payload").
 EMBEDDING_DTYPE = env.str("EMBEDDING_DTYPE", default="float16")
 
