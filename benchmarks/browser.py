@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 import onnxruntime as ort  # noqa: E402
 from playwright.async_api import Page, async_playwright  # noqa: E402
 
+from benchmarks.results import write_section  # noqa: E402
 from segmentation.sam.build import build_model  # noqa: E402
 from segmentation.sam.onnx_decoder import (  # noqa: E402
     PREPARE_INPUTS,
@@ -65,7 +66,6 @@ from tests.e2e.conftest import CHROMIUM_FLAGS  # noqa: E402
 from tests.processes import BIN, asgi_server, free_port  # noqa: E402
 from tests.sam_reference import all_cases, load_reference, load_reference_embedding, mask_ious  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 FIXTURE = REPO / "tests" / "fixtures" / "mobile_sam"
 USER, PASSWORD = "bench", "bench-password-1"
 ROUNDS = 3
@@ -505,20 +505,6 @@ offered: the vendored onnxruntime-web bundle is the wasm build (WebGPU needs the
 and binary) and this Chromium runs with --disable-gpu."""
 
 
-def write_section(section: str) -> None:
-    """Replace the "## Browser" section of RESULTS.md (up to the next "## "), keeping every other section."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == "## Browser"]
-    if not starts:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        start = starts[0]
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + section.splitlines() + ([""] + lines[end:] if end < len(lines) else []))
-    RESULTS.write_text(new.rstrip("\n") + "\n")
-
-
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -548,7 +534,7 @@ def main() -> None:
     section = report(results, ious, load_before, load_after)
     print(section)
     if args.write:
-        write_section(section)
+        write_section("Browser", section)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.results import write_section  # noqa: E402
 from segmentation.sam import embedding_codec  # noqa: E402
 from segmentation.sam.build import build_model, build_sam  # noqa: E402
 from segmentation.sam.checkpoints import ensure_checkpoint  # noqa: E402
@@ -70,7 +71,6 @@ from segmentation.sam.predictor import SamPredictor  # noqa: E402
 from segmentation.sam.registry import ModelSpec, resolve_model  # noqa: E402
 from segmentation.sam.sam import Sam  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 REFERENCE_DIR = REPO / "benchmarks" / ".reference"
 FIXTURES = REPO / "tests" / "fixtures"
 SEGMENT_ANYTHING = "segment-anything==1.0"
@@ -754,19 +754,6 @@ NOTES = [
 ]
 
 
-def write_section(section: str) -> None:
-    """Replace the "## Encoder" section of RESULTS.md (up to the next "## "), keeping every other section."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Encoder"), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + section.splitlines() + ([""] + lines[end:] if end < len(lines) else []))
-    RESULTS.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -826,7 +813,7 @@ def main() -> None:
     section = report(rows, iou_rows, engine_rows, options, reference_lines)
     print(section)
     if args.write:
-        write_section(section)
+        write_section("Encoder", section)
 
 
 if __name__ == "__main__":

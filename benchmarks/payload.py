@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.results import write_section  # noqa: E402
 from segmentation.sam import embedding_codec  # noqa: E402
 from segmentation.sam.build import build_model  # noqa: E402
 from segmentation.sam.onnx_decoder import DecoderResult, OnnxDecoder, ensure_decoder_onnx  # noqa: E402
@@ -38,7 +39,6 @@ from segmentation.sam.registry import resolve_model  # noqa: E402
 from tests.sam_reference import Case, load_cases, load_reference, load_reference_embedding, mask_ious  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "mobile_sam"
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 BUDGET = 1 << 20  # bytes per image, whole blob
 MIN_IOU = 0.99
 REPEATS = 5  # timings: best of
@@ -293,19 +293,6 @@ CONCLUSION = [
 ]
 
 
-def write_section(section: str) -> None:
-    """Replace the "## Payload" section of RESULTS.md (up to the next "## "), keeping every other section."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Payload"), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + section.splitlines() + ([""] + lines[end:] if end < len(lines) else []))
-    RESULTS.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="(re)write the Payload section of RESULTS.md")
@@ -313,7 +300,7 @@ def main() -> None:
     section = report(measure())
     print(section)
     if args.write:
-        write_section(section)
+        write_section("Payload", section)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ class EncoderRuntime:
             encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self._fused is None and precision == "bf16":
             for module in encoder.modules():
-                if isinstance(module, (nn.LayerNorm, common.LayerNorm2d, tiny_vit.LayerNorm2d)):
+                if isinstance(module, (nn.LayerNorm, common.LayerNorm2d)):
                     module.register_forward_pre_hook(_float32_input)
         self._encoder: Any = encoder
         if compile and self._fused is None:

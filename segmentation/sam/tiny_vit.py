@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import LayerNorm2d
+
 # MobileSAM's TinyViT-5M configuration.
 IMG_SIZE = 1024
 EMBED_DIMS = (64, 128, 160, 320)
@@ -78,23 +80,6 @@ class Conv2dBN(nn.Module):
         weight = self.c.weight * scale[:, None, None, None]
         bias = bn.bias - bn.running_mean * scale
         return F.conv2d(x, weight, bias, self.c.stride, self.c.padding, self.c.dilation, self.c.groups)
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel dimension of a (B, C, H, W) tensor (SAM's neck norm, eps 1e-6)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class PatchEmbed(nn.Module):

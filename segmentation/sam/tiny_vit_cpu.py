@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import tiny_vit as tv
+from .common import LayerNorm2d
 
 # Target size of the largest intermediate of one band / chunk: far below glibc's 32 MB mmap threshold
 # and small enough to stay in the last-level cache.
@@ -248,7 +249,7 @@ class FusedTinyViTCPU:
             self.stages.append((blocks, _merging(down, dtype) if isinstance(down, tv.PatchMerging) else None))
         neck = encoder.neck
         assert isinstance(neck[0], torch.nn.Conv2d) and isinstance(neck[2], torch.nn.Conv2d)
-        assert isinstance(neck[1], tv.LayerNorm2d) and isinstance(neck[3], tv.LayerNorm2d)
+        assert isinstance(neck[1], LayerNorm2d) and isinstance(neck[3], LayerNorm2d)
         self.neck_convs = (_Conv(neck[0], dtype), _Conv(neck[2], dtype))
         self.neck_norms = [(m.weight.detach().float(), m.bias.detach().float(), m.eps) for m in (neck[1], neck[3])]
 
