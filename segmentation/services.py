@@ -175,8 +175,9 @@ def requeue_stale_images(*, older_than_seconds: int) -> list[int]:
         stuck = stuck | stale.filter(status=ImageStatus.QUEUED)
     image_ids = list(stuck.values_list("id", flat=True))
     for image_id in image_ids:
-        # Touch the row so the next sweep waits a full deadline before trying it again.
-        Image.objects.filter(pk=image_id).update(updated_at=timezone.now())
+        # Back to `queued` (the claim of a dead worker is void, so the new job may take the image), and
+        # touched, so the next sweep waits a full deadline before trying it again.
+        Image.objects.filter(pk=image_id).update(status=ImageStatus.QUEUED, updated_at=timezone.now())
         jobs.enqueue_embedding(image_id)
     if image_ids:
         logger.warning("re-queued %d stale embedding jobs: %s", len(image_ids), image_ids)

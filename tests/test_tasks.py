@@ -52,7 +52,7 @@ def test_the_worker_embeds_an_uploaded_image(worker: None, alice: User, project:
     assert image.status == "ready", image.error
     embedding = Embedding.objects.get(image=image)
     assert embedding.model_key == "mobile_sam"
-    assert 0 < embedding.size_bytes <= 2 * 1024 * 1024  # float16 at most
+    assert 0 < embedding.size_bytes <= 2 * 1024 * 1024 + 4096  # float16 at most, plus its header
 
 
 def test_a_job_for_a_deleted_image_is_dropped(worker: None, alice: User, project: Project) -> None:
@@ -103,6 +103,7 @@ def test_the_sweep_requeues_what_the_broker_lost(transactional_db: None, alice: 
     redis.delete(*settings.GPU_QUEUE_KEYS)  # the broker lost every message
     assert sorted(services.requeue_stale_images(older_than_seconds=600)) == [queued.id, running.id]
     assert redis.llen("gpu:5") == 2
+    assert Image.objects.get(pk=running.pk).status == "queued"  # the dead worker's claim is void
     # Touched: the next sweep waits a full deadline before trying them again.
     assert services.requeue_stale_images(older_than_seconds=600) == []
 

@@ -85,7 +85,7 @@ def test_browser_decodes_like_python(page: Page, stack: Stack, name: str) -> Non
 
 
 def test_browser_refuses_damaged_blobs(page: Page, stack: Stack) -> None:
-    blob = embedding_codec.encode(astronaut(), model_key="mobile_sam")
+    blob = embedding_codec.encode(astronaut(), model_key="mobile_sam", dtype="uint8", compression="deflate")
     (header_len,) = struct.unpack_from("<I", blob, 8)
     meta = json.loads(blob[12 : 12 + header_len])
     data_start = 12 + header_len + (-(12 + header_len) % 16) + meta["data"]["offset"]
