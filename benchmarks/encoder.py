@@ -40,7 +40,6 @@ import importlib
 import io
 import math
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -62,7 +61,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results import write_section  # noqa: E402
+from benchmarks.results import cpu_model, write_section  # noqa: E402
 from segmentation.sam import embedding_codec  # noqa: E402
 from segmentation.sam.build import build_model, build_sam  # noqa: E402
 from segmentation.sam.checkpoints import ensure_checkpoint  # noqa: E402
@@ -598,16 +597,6 @@ def measure_bf16_iou(device: torch.device) -> list[IouRow]:
 
 
 # -- report -----------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def bf16_peak(device: torch.device) -> tuple[str, float | None]:

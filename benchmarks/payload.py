@@ -17,7 +17,6 @@ import datetime
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import zlib
@@ -31,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results import write_section  # noqa: E402
+from benchmarks.results import cpu_model, write_section  # noqa: E402
 from segmentation.sam import embedding_codec  # noqa: E402
 from segmentation.sam.build import build_model  # noqa: E402
 from segmentation.sam.onnx_decoder import DecoderResult, OnnxDecoder, ensure_decoder_onnx  # noqa: E402
@@ -216,16 +215,6 @@ def measure() -> list[Outcome]:
         outcomes.append(outcome)
         print(f"measured {option.name}", file=sys.stderr)
     return outcomes
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def milliseconds(values: list[float]) -> str:

@@ -1,5 +1,7 @@
 """benchmarks/RESULTS.md: each benchmark owns one "## <title>" section and rewrites only that one."""
 
+import platform
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -16,3 +18,14 @@ def write_section(title: str, section: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new = "\n".join(lines[:start] + section.splitlines() + ([""] + lines[end:] if end < len(lines) else []))
     RESULTS.write_text(new.rstrip("\n") + "\n")
+
+
+def cpu_model() -> str:
+    """The machine a figure was measured on, for RESULTS.md."""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
