@@ -31,11 +31,12 @@ async function fetchModel(url) {
 async function init({ decoderUrl, graphs, model, ortBase, threads }) {
   const started = performance.now();
   ort.env.wasm.wasmPaths = ortBase;
-  // Threads need SharedArrayBuffer, which the browser only grants to cross-origin isolated pages. One
-  // core is left to the page (input, painting, compositing): on 2 cores a second decoder thread only
-  // competes with them and makes hover slower (benchmarks/RESULTS.md, "Browser").
+  // Threads need SharedArrayBuffer, which the browser only grants to cross-origin isolated pages. Every
+  // core, up to 4: the page's own work per hover (one message, one 256x256 tile) is small, and on 2 cores
+  // a second decoder thread makes the prompt graph ~1.6x faster (benchmarks/RESULTS.md, "Browser").
+  // Capped at 4, as onnxruntime-web caps its own default.
   const cores = navigator.hardwareConcurrency || 1;
-  const available = self.crossOriginIsolated ? Math.max(1, Math.min(4, cores - 1)) : 1;
+  const available = self.crossOriginIsolated ? Math.max(1, Math.min(4, cores)) : 1;
   ort.env.wasm.numThreads = self.crossOriginIsolated && threads ? Math.min(threads, 4) : available;
   if (graphs) {
     const [prepare, prompt] = await Promise.all([fetchModel(graphs.prepare), fetchModel(graphs.prompt)]);
