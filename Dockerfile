@@ -16,7 +16,14 @@ RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 \
  && mkdir -p webapp segmentation && touch webapp/__init__.py segmentation/__init__.py \
  && pip install -e . && rm -rf webapp segmentation
 COPY . .
-COPY --from=frontend /app/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs /app/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.mjs /app/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm /app/static/vendor/ort/
+# onnxruntime-web: the wasm build, and the WebGPU build for browsers with a GPU (as ORT_FILES in the Makefile).
+COPY --from=frontend /app/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs \
+     /app/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.mjs \
+     /app/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm \
+     /app/node_modules/onnxruntime-web/dist/ort.webgpu.min.mjs \
+     /app/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs \
+     /app/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm \
+     /app/static/vendor/ort/
 RUN SECRET_KEY=build python manage.py collectstatic --noinput
 EXPOSE 8000
 CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py prepare_model && daphne -b 0.0.0.0 -p ${PORT} webapp.asgi:application"]

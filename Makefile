@@ -3,7 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-ORT_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+# The wasm build, and the WebGPU build (with its asyncify wasm) for machines with a GPU.
+ORT_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
+	ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm
 
 # The suite always runs against the real Postgres and Redis (see DESIGN.md).
 TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/samlabel} \
@@ -41,7 +43,7 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/bin/python
 	touch $@ $(VENV)/.run-installed
 
 # onnxruntime-web from package-lock.json, copied into the static files the app serves itself.
-static/vendor/ort/.installed: package.json package-lock.json
+static/vendor/ort/.installed: package.json package-lock.json Makefile
 	npm ci --no-audit --no-fund
 	mkdir -p static/vendor/ort
 	cd node_modules/onnxruntime-web/dist && cp $(ORT_FILES) $(CURDIR)/static/vendor/ort/

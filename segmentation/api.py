@@ -129,7 +129,10 @@ def _upload(request: Request, project: Any) -> Response:
             limit = settings.MAX_UPLOAD_BYTES // (1024 * 1024)
             return Response({"error": f"{upload.name}: the file is larger than {limit} MiB"}, status=413)
     results: list[tuple[Image, bool]] = []
-    # All or nothing: one bad file in a batch leaves no new image of that batch behind.
+    # All or nothing: one bad file in a batch leaves no new image of that batch behind. Once the block
+    # reaches its commit the rows may be committed (the commit failed midway, or an on-commit callback
+    # raised): their files stay, and services.orphan_files_delete removes any that no row refers to.
+    committing = False
     try:
         with transaction.atomic():
             for upload in uploads:
@@ -141,10 +144,12 @@ def _upload(request: Request, project: Any) -> Response:
                     )
                 except RejectedImage as error:
                     raise RejectedImage(f"{upload.name}: {error}", status=error.status) from error
+            committing = True
     except BaseException:
-        for image, created in results:
-            if created:
-                services.image_files_delete(image)
+        if not committing:
+            for image, created in results:
+                if created:
+                    services.image_files_delete(image)
         raise
     images = [image for image, _ in results]
     return Response(ImageSerializer(images, many=True, context=_image_context()).data, status=201)
@@ -213,13 +218,14 @@ def image_segment(request: Request, image_id: int) -> Response:
     points = data.validated_data["points"]
     box = data.validated_data["box"]
     if data.validated_data["replay"]:
-        # The annotator's click chain (first click multimask-best, then low-res feedback): one mask.
+        # The annotator's click chain (the first click's chosen candidate, then low-res feedback): one mask.
         step = interactive.replay(
             model_runtime.server_decoder(),
             embedding=tensor,
             orig_size=(image.height, image.width),
             points=points,
             box=box,
+            candidate=data.validated_data["candidate"],
         )
         return Response({"masks": [{"rle": rle.encode(step.mask), "score": step.score}], "model": embedding.model_key})
     result = model_runtime.server_decoder().predict(
@@ -255,6 +261,7 @@ def image_masks(request: Request, image_id: int) -> Response:
             points=values["points"],
             box=values["box"],
             score=values["score"],
+            candidate=values["candidate"],
             model_key=model_runtime.current_spec().key,
         )
         return Response(MaskSerializer(mask).data, status=201)

@@ -85,6 +85,7 @@ def _coco_chunks(project: Project) -> Iterator[bytes]:
                     "score": mask.score,
                     "points": mask.points,
                     "box": mask.box,
+                    "candidate": mask.candidate,
                 }
             )
     yield b'], "annotations": ['

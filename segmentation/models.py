@@ -111,6 +111,9 @@ class Mask(models.Model):
     points = models.JSONField(default=list)  # [[x, y, label], ...] in original-image pixels
     box = models.JSONField(null=True, blank=True)  # [x0, y0, x1, y1] or null
     score = models.FloatField(null=True, blank=True)
+    # Which multimask candidate of the first click the user kept (0 = best): further clicks refine it,
+    # so replaying the prompts needs it (segmentation/sam/interactive.py).
+    candidate = models.PositiveSmallIntegerField(default=0)
     model_key = models.CharField(max_length=100, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

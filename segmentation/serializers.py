@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from .models import Image, Label, Mask, Membership, Project
+from .sam import interactive
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
@@ -110,16 +111,37 @@ class BoxField(serializers.ListField):
         return value
 
 
+class CandidateField(serializers.IntegerField):
+    """The first click's chosen multimask candidate, 0 (the best) to 2."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            required=False,
+            default=0,
+            min_value=0,
+            max_value=interactive.CANDIDATES - 1,
+            error_messages={"min_value": "must be 0 (the best), 1 or 2", "max_value": "must be 0 (the best), 1 or 2"},
+        )
+
+
 class SegmentInSerializer(serializers.Serializer[Any]):
     points = serializers.ListField(child=PointField(), required=False, default=list, max_length=64)
     box = BoxField(required=False, allow_null=True, default=None)
     multimask = serializers.BooleanField(required=False, default=False)
-    # Replay the points in order as the annotator builds an object (see segmentation/sam/interactive.py).
+    # Replay the points in order as the annotator builds an object (see segmentation/sam/interactive.py),
+    # starting from the first click's chosen candidate.
     replay = serializers.BooleanField(required=False, default=False)
+    candidate = CandidateField()
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs["points"] and attrs["box"] is None:
             raise serializers.ValidationError("give at least one point or a box")
+        if attrs["candidate"] and not attrs["replay"]:
+            raise serializers.ValidationError({"candidate": "only applies with replay: true"})
+        try:
+            interactive.check_candidate(attrs["points"], attrs["box"], attrs["candidate"])
+        except ValueError as error:
+            raise serializers.ValidationError({"candidate": str(error)}) from error
         return attrs
 
 
@@ -134,6 +156,7 @@ class MaskInSerializer(serializers.Serializer[Any]):
     points = serializers.ListField(child=PointField(), required=False, default=list, max_length=256)
     box = BoxField(required=False, allow_null=True, default=None)
     score = serializers.FloatField(required=False, allow_null=True, default=None)
+    candidate = CandidateField()
 
 
 class MaskPatchSerializer(serializers.Serializer[Any]):
@@ -155,6 +178,7 @@ class MaskSerializer(serializers.ModelSerializer[Mask]):
             "points",
             "box",
             "score",
+            "candidate",
             "model_key",
             "created_at",
             "updated_at",

@@ -8,19 +8,20 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from . import events, jobs, rle
 from .image_files import RejectedImage, content_hash, load_rgb, prepare_image
 from .models import Embedding, Image, ImageStatus, Label, Mask, Membership, Project, Role
-from .sam import embedding_codec
+from .sam import embedding_codec, interactive
 from .selectors import AnyUser, user_id
 
 logger = logging.getLogger(__name__)
@@ -125,28 +126,36 @@ def image_create(*, project: Project, user: AnyUser, data: bytes, filename: str)
         uploaded_by_id=user.pk,
     )
     name = uuid.uuid4().hex
-    image.file.save(f"{name}.png", ContentFile(prepared.png), save=False)
-    image.thumbnail.save(f"{name}.jpg", ContentFile(prepared.thumbnail_jpeg), save=False)
+    # No file without a row. Until the block below reaches its commit, a failure means the row is not
+    # there, so its files go too. After that (the commit itself failed, or an on-commit callback
+    # raised) the row may well be committed: its files stay, and `orphan_files_delete` removes them
+    # later if no row refers to them. A process killed between the writes and the commit leaves them
+    # to that sweep as well.
+    committing = False
     try:
+        image.file.save(f"{name}.png", ContentFile(prepared.png), save=False)
+        image.thumbnail.save(f"{name}.jpg", ContentFile(prepared.thumbnail_jpeg), save=False)
         with transaction.atomic():
             image.save()
             transaction.on_commit(lambda: jobs.enqueue_embedding(image.id))
+            committing = True
     except IntegrityError:
+        if committing:
+            raise
         # The same bytes arrived concurrently and the other upload won: use its image.
         image_files_delete(image)
         return Image.objects.get(project=project, sha256=prepared.sha256), False
     except BaseException:
-        # No file without a row: the row did not make it, so neither do its files.
-        image_files_delete(image)
+        if not committing:
+            image_files_delete(image)
         raise
     return image, True
 
 
 def image_files_delete(image: Image) -> None:
-    """Delete an image's stored files (not its row)."""
-    for field in (image.file, image.thumbnail):
-        if field.name:
-            field.delete(save=False)
+    """Delete an image's stored files (not its row). A file that cannot be deleted now is logged and
+    left to `orphan_files_delete`."""
+    _delete_files([image.file.name, image.thumbnail.name])
 
 
 def image_delete(*, image: Image) -> None:
@@ -253,20 +262,29 @@ def _claim_batch(*, image_id: int, model_key: str, size: int) -> list[Image]:
 
 def embedding_store(*, image: Image, model_key: str, blob: bytes) -> Embedding:
     digest = hashlib.sha256(blob).hexdigest()
-    with transaction.atomic():
-        # Lock the image row so a redelivered job racing this one cannot store a second embedding.
-        locked = Image.objects.select_for_update().get(pk=image.pk)
-        existing = locked.embeddings.filter(model_key=model_key).first()
-        if existing is not None:
-            embedding = existing
-        else:
-            embedding = Embedding(image=locked, model_key=model_key, digest=digest, size_bytes=len(blob))
-            embedding.file.save(f"{digest}.bin", ContentFile(blob), save=False)
-            embedding.save()
-        locked.status = ImageStatus.READY
-        locked.error = ""
-        locked.save(update_fields=["status", "error", "updated_at"])
-        transaction.on_commit(lambda: _announce_status(locked))
+    written: str | None = None
+    committing = False  # as in image_create: past this point the row may be committed
+    try:
+        with transaction.atomic():
+            # Lock the image row so a redelivered job racing this one cannot store a second embedding.
+            locked = Image.objects.select_for_update().get(pk=image.pk)
+            existing = locked.embeddings.filter(model_key=model_key).first()
+            if existing is not None:
+                embedding = existing
+            else:
+                embedding = Embedding(image=locked, model_key=model_key, digest=digest, size_bytes=len(blob))
+                embedding.file.save(f"{digest}.bin", ContentFile(blob), save=False)
+                written = embedding.file.name
+                embedding.save()
+            locked.status = ImageStatus.READY
+            locked.error = ""
+            locked.save(update_fields=["status", "error", "updated_at"])
+            transaction.on_commit(lambda: _announce_status(locked))
+            committing = True
+    except BaseException:
+        if written and not committing:
+            _delete_files([written])  # no file without a row
+        raise
     return embedding
 
 
@@ -301,14 +319,21 @@ def mask_save(
     points: list[list[float]],
     box: list[float] | None,
     score: float | None,
+    candidate: int = 0,
     model_key: str = "",
 ) -> Mask:
-    """Store a full-resolution mask. Raises InvalidInput when it does not fit the image."""
+    """Store a full-resolution mask. Raises InvalidInput when it does not fit the image or its prompts.
+
+    `candidate` is the first click's chosen multimask candidate (0 = best), see sam/interactive.py."""
     try:
         checked = rle.validate(rle_data, height=image.height, width=image.width)
     except rle.InvalidRLE as error:
         raise InvalidInput(str(error)) from error
     _check_prompts(image, points, box)
+    try:
+        interactive.check_candidate(points, box, candidate)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from error
     area, bbox = rle.area_and_bbox(checked)
     label_ensure(project=image.project, name=label)
     mask = Mask.objects.create(
@@ -320,6 +345,7 @@ def mask_save(
         points=points,
         box=box,
         score=score,
+        candidate=candidate,
         model_key=model_key,
         created_by_id=user.pk,
     )
@@ -366,14 +392,90 @@ def _check_prompts(image: Image, points: list[list[float]], box: list[float] | N
             raise InvalidInput("box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
 
 
-def _delete_files(names: list[str]) -> None:
+def _delete_files(names: Sequence[str | None]) -> None:
     from django.core.files.storage import default_storage
 
     for name in filter(None, names):
         try:
             default_storage.delete(name)
-        except OSError:
-            logger.warning("could not delete %s", name)
+        except Exception:  # OSError locally, botocore's errors on S3: never hide the caller's own error
+            logger.warning("could not delete %s; orphan_files_delete will", name, exc_info=True)
+
+
+# --- stored files without a row -------------------------------------------------------------------
+
+# Every file the app stores, by the field that refers to it. Each upload_to is one flat folder.
+STORED_FILE_FIELDS: tuple[tuple[type[models.Model], str], ...] = (
+    (Image, "file"),
+    (Image, "thumbnail"),
+    (Embedding, "file"),
+)
+
+
+def orphan_files_delete(*, older_than_seconds: int, dry_run: bool = False) -> list[str]:
+    """Delete the stored files that no row refers to and that were last modified more than
+    `older_than_seconds` ago; returns their names (with `dry_run`, only says which).
+
+    Files are written before their row is committed, so a process killed in between (SIGKILL, OOM),
+    a commit that failed after the writes, or a delete whose on-commit file removal never ran leaves
+    files nobody refers to. The grace period keeps the files of an upload or job still in flight,
+    whose row is not committed yet: it must be longer than the longest request or job.
+
+    Cheap on large stores: per folder, one listing (`Storage.listdir`, so local disk and S3 alike)
+    and one streamed scan of the names the rows hold; the modification time is asked only of the
+    few files no row refers to.
+    """
+    from django.core.files.storage import default_storage
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    deleted: list[str] = []
+    for folder in sorted({_upload_folder(model, field) for model, field in STORED_FILE_FIELDS}):
+        try:
+            _, listed = default_storage.listdir(folder)
+        except FileNotFoundError:  # a local store that never held such a file
+            continue
+        unreferenced = {f"{folder}/{name}" for name in listed}
+        if not unreferenced:
+            continue
+        for model, field in STORED_FILE_FIELDS:
+            if _upload_folder(model, field) != folder:
+                continue
+            names = model._default_manager.filter(**{f"{field}__startswith": f"{folder}/"}).values_list(
+                field, flat=True
+            )
+            unreferenced.difference_update(names.iterator(chunk_size=10_000))
+        for name in sorted(unreferenced):
+            try:
+                modified = default_storage.get_modified_time(name)
+            except Exception:  # deleted meanwhile (a row's own delete), or the store blinked: next sweep
+                logger.info("orphan sweep: could not read the time of %s; skipped", name, exc_info=True)
+                continue
+            if modified >= cutoff:
+                continue  # perhaps an upload in flight: its row may still come
+            if not dry_run:
+                try:
+                    default_storage.delete(name)
+                except Exception:
+                    logger.warning("orphan sweep: could not delete %s", name, exc_info=True)
+                    continue
+            deleted.append(name)
+    if deleted:
+        logger.warning(
+            "%s %d orphaned files (no row, older than %ss): %s",
+            "would delete" if dry_run else "deleted",
+            len(deleted),
+            older_than_seconds,
+            " ".join(deleted),
+        )
+    return deleted
+
+
+def _upload_folder(model: type[models.Model], field: str) -> str:
+    file_field = model._meta.get_field(field)
+    assert isinstance(file_field, models.FileField)
+    upload_to = file_field.upload_to
+    assert isinstance(upload_to, str) and "%" not in upload_to, "the sweep lists one flat folder per field"
+    return upload_to.strip("/")
 
 
 __all__ = ["InvalidInput", "RejectedImage"]

@@ -45,6 +45,12 @@ def requeue_stale_jobs() -> list[int]:
     return services.requeue_stale_images(older_than_seconds=settings.STALE_JOB_SECONDS)
 
 
+@shared_task
+def delete_orphan_files() -> int:
+    """Periodic (Celery beat): delete stored files that no row refers to, past the grace period."""
+    return len(services.orphan_files_delete(older_than_seconds=settings.ORPHAN_GRACE_SECONDS))
+
+
 @worker_ready.connect
 def sweep_at_start(**_: object) -> None:
     """A worker that starts after a crash picks up what the crashed one left behind."""

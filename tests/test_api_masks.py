@@ -109,3 +109,35 @@ def test_labels_are_created_on_the_fly_with_colours(as_alice: APIClient, as_vera
     assert [(label["name"], label["color"]) for label in labels] == [("cat", "#2563eb"), ("dog", "#00ff00")]
     assert as_alice.post(url, {"name": "dog", "color": "green"}, format="json").status_code == 400
     assert as_vera.post(url, {"name": "bird"}, format="json").status_code == 403
+
+
+def test_it_keeps_the_chosen_candidate(as_alice: APIClient, image: Image) -> None:
+    url = f"/api/v1/images/{image.id}/masks/"
+    body = {"label": "cat", "rle": square_rle(), "points": [[20, 10, 1], [3, 3, 0]], "candidate": 2}
+    saved = as_alice.post(url, body, format="json").json()
+    assert saved["candidate"] == 2
+    assert Mask.objects.get(pk=saved["id"]).candidate == 2
+    assert as_alice.get(f"/api/v1/masks/{saved['id']}/").json()["candidate"] == 2
+    # Without one, the best candidate (what a box or an API client without Tab gets).
+    plain = as_alice.post(url, {"label": "cat", "rle": square_rle(), "box": [1, 1, 30, 20]}, format="json").json()
+    assert plain["candidate"] == 0
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        ({"points": [[20, 10, 1]], "candidate": 3}, "must be 0 (the best), 1 or 2"),
+        ({"points": [[20, 10, 1]], "candidate": -1}, "must be 0 (the best), 1 or 2"),
+        ({"points": [[20, 10, 1]], "candidate": "best"}, "candidate"),
+        ({"points": [[20, 10, 1]], "box": [1, 1, 30, 20], "candidate": 1}, "starts with a box"),
+        ({"points": [], "box": [1, 1, 30, 20], "candidate": 2}, "starts with a box"),
+    ],
+)
+def test_it_refuses_a_candidate_there_is_no_choice_of(
+    as_alice: APIClient, image: Image, prompts: dict, message: str
+) -> None:
+    body = {"label": "cat", "rle": square_rle(), **prompts}
+    response = as_alice.post(f"/api/v1/images/{image.id}/masks/", body, format="json")
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert not Mask.objects.exists()

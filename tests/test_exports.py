@@ -19,7 +19,7 @@ def annotated(alice: User, project: Project, make_image_bytes: Callable[..., byt
     image, _ = services.image_create(
         project=project, user=alice, data=make_image_bytes("PNG", size=(40, 30)), filename="cat photo.png"
     )
-    for label, (y0, y1, x0, x1) in [("cat", (5, 15, 10, 30)), ("dog", (20, 28, 2, 12))]:
+    for label, (y0, y1, x0, x1), candidate in [("cat", (5, 15, 10, 30), 0), ("dog", (20, 28, 2, 12), 1)]:
         mask = np.zeros((30, 40), dtype=bool)
         mask[y0:y1, x0:x1] = True
         services.mask_save(
@@ -30,6 +30,7 @@ def annotated(alice: User, project: Project, make_image_bytes: Callable[..., byt
             points=[[x0 + 1, y0 + 1, 1]],
             box=None,
             score=0.5,
+            candidate=candidate,
         )
     return image
 
@@ -51,6 +52,11 @@ def test_coco_export_is_valid_coco_with_rle(as_vera: APIClient, project: Project
     assert data["images"] == [{"id": annotated.id, "file_name": "cat photo.png", "width": 40, "height": 30}]
     masks = [coco.annToMask(a) for a in data["annotations"]]
     assert [int(m.sum()) for m in masks] == [200, 80]
+    # With the prompts and the first click's chosen candidate, each mask can be recomputed (replay).
+    assert [(a["points"], a["box"], a["candidate"]) for a in data["annotations"]] == [
+        ([[11, 6, 1]], None, 0),
+        ([[3, 21, 1]], None, 1),
+    ]
 
 
 def test_png_export_has_one_binary_png_per_mask(as_alice: APIClient, project: Project, annotated: Image) -> None:

@@ -1,5 +1,6 @@
 """The annotator's interactive decoding, in Python: the browser's two-graph split (prepare + prompt)
-against the full decoder, and the server-side replay of a saved click chain against SamPredictor."""
+against the full decoder, and the server-side replay of a saved click chain (with the first click's
+chosen candidate) against SamPredictor."""
 
 from pathlib import Path
 
@@ -112,7 +113,9 @@ def test_prepare_prompt_pair_matches_full_graph(models: Models, case: Case, prom
     assert np.abs(low_res - full_low).max() <= 1e-3
 
 
-def torch_chain(model: Sam, embedding: np.ndarray, size: tuple[int, int], points: list, box: list | None) -> tuple:
+def torch_chain(
+    model: Sam, embedding: np.ndarray, size: tuple[int, int], points: list, box: list | None, candidate: int = 0
+) -> tuple:
     """The annotator's rule written with SamPredictor directly (the reference for replay)."""
     predictor = SamPredictor(model)
     predictor.set_embedding(embedding, size)
@@ -129,7 +132,7 @@ def torch_chain(model: Sam, embedding: np.ndarray, size: tuple[int, int], points
             mask_input=low_res,
             multimask_output=multimask,
         )
-        best = int(np.argmax(scores)) if multimask else 0
+        best = int(np.argsort(-scores)[candidate]) if multimask else 0
         low_res = logits[best][None]
     return masks[best], float(scores[best])
 
@@ -154,6 +157,73 @@ def test_replay_follows_the_annotator_rule(models: Models, case: Case, prompt: P
     assert mask_ious(last.mask[None], mask[None])[0] >= MIN_MASK_IOU
     assert abs(last.score - score) <= 1e-3
     np.testing.assert_array_equal(steps[-1].mask, last.mask)
+
+
+def chain_case(name: str) -> tuple[Case, list, tuple[int, int], np.ndarray]:
+    case, prompt = next((c, p) for c, p in PROMPTS if case_id(c, p) == name)
+    assert prompt.points is not None and prompt.labels is not None
+    points = [[*xy, label] for xy, label in zip(prompt.points, prompt.labels, strict=True)]
+    return case, points, (case.height, case.width), embedding_of(case)
+
+
+# Chains whose first click's candidates lead to clearly different objects.
+CHOSEN = ["mobile_sam/astronaut/pos_neg", "mobile_sam/chelsea/pos_neg"]
+
+
+@pytest.mark.parametrize("candidate", [1, 2])
+@pytest.mark.parametrize("name", CHOSEN)
+def test_replay_refines_the_chosen_candidate(models: Models, name: str, candidate: int) -> None:
+    case, points, size, embedding = chain_case(name)
+    model, full, _, _ = models.get(case.fixture)
+    chosen = interactive.replay(full, embedding=embedding, orig_size=size, points=points, candidate=candidate)
+    best = interactive.replay(full, embedding=embedding, orig_size=size, points=points)
+    assert mask_ious(chosen.mask[None], best.mask[None])[0] < 0.9
+
+    # By hand: the first click's candidates best first, the chosen one's logits fed to the second click.
+    first = full.predict(
+        embedding=embedding, orig_size=size, points=np.array([points[0][:2]]), labels=np.array([1.0]), multimask=True
+    )
+    pick = int(np.argsort(-first.scores)[candidate])
+    second = full.predict(
+        embedding=embedding,
+        orig_size=size,
+        points=np.array([p[:2] for p in points]),
+        labels=np.array([p[2] for p in points]),
+        mask_input=first.low_res_logits[pick][None, None],
+        multimask=False,
+    )
+    np.testing.assert_array_equal(chosen.mask, second.masks[0])
+    assert chosen.score == pytest.approx(float(second.scores[0]))
+    np.testing.assert_array_equal(chosen.low_res, second.low_res_logits[0])
+
+    mask, score = torch_chain(model, embedding, size, points, None, candidate)
+    assert mask_ious(chosen.mask[None], mask[None])[0] >= MIN_MASK_IOU
+    assert abs(chosen.score - score) <= 1e-3
+
+
+def test_a_single_click_replays_as_its_chosen_candidate(models: Models) -> None:
+    case, points, size, embedding = chain_case(CHOSEN[0])
+    _, full, _, _ = models.get(case.fixture)
+    multi = full.predict(
+        embedding=embedding, orig_size=size, points=np.array([points[0][:2]]), labels=np.array([1.0]), multimask=True
+    )
+    for candidate, index in enumerate(np.argsort(-multi.scores)):
+        step = interactive.replay(full, embedding=embedding, orig_size=size, points=points[:1], candidate=candidate)
+        np.testing.assert_array_equal(step.mask, multi.masks[index])
+
+
+def test_a_candidate_needs_a_first_click_to_choose_from(models: Models) -> None:
+    case, points, size, embedding = chain_case(CHOSEN[0])
+    _, full, _, _ = models.get(case.fixture)
+    box = [0.0, 0.0, 100.0, 100.0]
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match="0 \\(the best\\), 1 or 2"):
+            interactive.replay(full, embedding=embedding, orig_size=size, points=points, candidate=bad)
+    with pytest.raises(ValueError, match="starts with a box"):
+        interactive.replay(full, embedding=embedding, orig_size=size, points=points, box=box, candidate=1)
+    with pytest.raises(ValueError, match="starts with a box"):
+        interactive.replay(full, embedding=embedding, orig_size=size, points=[], box=box, candidate=2)
+    interactive.replay(full, embedding=embedding, orig_size=size, points=points, box=box, candidate=0)
 
 
 def test_first_click_is_the_best_multimask_candidate(models: Models) -> None:

@@ -58,9 +58,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-# What the browser downloads per image: "float16" (exact, 2 MiB) or "uint8" (~0.8 MiB, a few masks
-# near the threshold move; see benchmarks/RESULTS.md "Payload").
-EMBEDDING_DTYPE = env.str("EMBEDDING_DTYPE", default="float16")
+# What the browser downloads per image: "rans" (at most 1 MiB, every fixture mask at IoU >= 0.99),
+# "float16" (2 MiB, IoU >= 0.999) or "uint8" (~0.8 MiB, two fixture masks at ~0.97-0.99); see
+# benchmarks/RESULTS.md "Payload".
+EMBEDDING_DTYPE = env.str("EMBEDDING_DTYPE", default="rans")
 
 SAM_MODEL = env.str("SAM_MODEL", default="mobile_sam")
 # "cpu", "cuda" or "auto" (cuda when available).
@@ -154,7 +155,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "segmentation.tasks.requeue_stale_jobs",
         "schedule": env.float("STALE_SWEEP_SECONDS", default=60.0),
     },
+    "delete-orphan-files": {
+        "task": "segmentation.tasks.delete_orphan_files",
+        "schedule": env.float("ORPHAN_SWEEP_SECONDS", default=3600.0),
+    },
 }
+# A stored file that no row refers to (its process died between writing it and committing the row)
+# is deleted once it is this old; younger ones may belong to an upload or job still in flight, so
+# this must stay above the longest request and job. `manage.py delete_orphan_files` runs it by hand.
+ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=86400)
 # The database is the source of truth: an image still queued/embedding this long after its last
 # change has lost its job (dead worker, flushed broker) and is queued again.
 STALE_JOB_SECONDS = env.int("STALE_JOB_SECONDS", default=600)

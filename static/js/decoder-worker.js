@@ -7,11 +7,14 @@
 //   or a first click runs only the lean prompt graph; a click with a mask prompt runs both.
 // - the full graph (`decoderUrl`), kept for the parity test against the official outputs.
 // Full-resolution masks are made only on request (`upscale`), for the object being committed.
-import * as ort from "../vendor/ort/ort.wasm.min.mjs";
+//
+// Backend: WebGPU on a hardware GPU, else wasm (SIMD, a thread per core). onnxruntime-web ships one
+// build per backend, so the build is imported in `init` once the backend is known.
 import { decodeEmbedding } from "./embedding.js";
 import { toModelFrame } from "./coords.js";
 import { LOW_RES, upscaleMask } from "./upscale.js";
 
+let ort = null; // the onnxruntime-web build of the chosen backend
 let session = null; // the full graph, or null
 let prepareSession = null;
 let promptSession = null;
@@ -19,7 +22,6 @@ let modelKey = null;
 const embeddings = new Map(); // image id -> ort.Tensor, least recently used first
 const MAX_EMBEDDINGS = 4;
 const prepared = new Map(); // image id -> the prepare graph's outputs without a mask prompt
-const SESSION_OPTIONS = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
 
 async function fetchModel(url) {
   // The browser's HTTP cache keeps these (the app sends Cache-Control and an ETag).
@@ -28,25 +30,58 @@ async function fetchModel(url) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-async function init({ decoderUrl, graphs, model, ortBase, threads }) {
-  const started = performance.now();
+const BUILDS = { wasm: "ort.wasm.min.mjs", webgpu: "ort.webgpu.min.mjs" };
+
+// "webgpu" when the browser offers a hardware GPU adapter. A software adapter (SwiftShader, llvmpipe:
+// the GPU emulated on the CPU) is many times slower than wasm, so it is used only when asked for.
+async function chooseBackend(requested) {
+  if (requested in BUILDS) return requested;
+  try {
+    const adapter = await self.navigator.gpu?.requestAdapter();
+    if (!adapter) return "wasm";
+    const info = adapter.info || {};
+    const software = info.isFallbackAdapter || /swiftshader|llvmpipe|software/i.test(`${info.architecture} ${info.description}`);
+    return software ? "wasm" : "webgpu";
+  } catch {
+    return "wasm";
+  }
+}
+
+async function createSessions(backend, { decoderUrl, graphs, ortBase, threads }) {
+  ort = await import(`${ortBase}${BUILDS[backend]}`);
   ort.env.wasm.wasmPaths = ortBase;
   // Threads need SharedArrayBuffer, which the browser only grants to cross-origin isolated pages. Every
   // core, up to 4: the page's own work per hover (one message, one 256x256 tile) is small, and on 2 cores
   // a second decoder thread makes the prompt graph ~1.6x faster (benchmarks/RESULTS.md, "Browser").
-  // Capped at 4, as onnxruntime-web caps its own default.
+  // Capped at 4, as onnxruntime-web caps its own default. With WebGPU they run the few CPU-side kernels.
   const cores = navigator.hardwareConcurrency || 1;
   const available = self.crossOriginIsolated ? Math.max(1, Math.min(4, cores)) : 1;
   ort.env.wasm.numThreads = self.crossOriginIsolated && threads ? Math.min(threads, 4) : available;
+  const options = { executionProviders: [backend], graphOptimizationLevel: "all" };
   if (graphs) {
     const [prepare, prompt] = await Promise.all([fetchModel(graphs.prepare), fetchModel(graphs.prompt)]);
-    prepareSession = await ort.InferenceSession.create(prepare, SESSION_OPTIONS);
-    promptSession = await ort.InferenceSession.create(prompt, SESSION_OPTIONS);
+    prepareSession = await ort.InferenceSession.create(prepare, options);
+    promptSession = await ort.InferenceSession.create(prompt, options);
   } else {
-    session = await ort.InferenceSession.create(await fetchModel(decoderUrl), SESSION_OPTIONS);
+    session = await ort.InferenceSession.create(await fetchModel(decoderUrl), options);
+  }
+}
+
+// backend: "webgpu", "wasm", or absent to choose (see chooseBackend). A failing WebGPU start (no
+// device, a lost context, an unsupported kernel) falls back to wasm.
+async function init({ model, backend, ...args }) {
+  const started = performance.now();
+  let chosen = await chooseBackend(backend);
+  try {
+    await createSessions(chosen, args);
+  } catch (error) {
+    if (chosen !== "webgpu") throw error;
+    console.warn(`WebGPU decoder failed to start, using wasm: ${error.message || error}`);
+    chosen = "wasm";
+    await createSessions(chosen, args);
   }
   modelKey = model;
-  return { threads: ort.env.wasm.numThreads, ms: performance.now() - started };
+  return { backend: chosen, threads: ort.env.wasm.numThreads, ms: performance.now() - started };
 }
 
 async function setEmbedding({ imageId, buffer }) {

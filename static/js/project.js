@@ -7,6 +7,9 @@ const projectId = Number(root.dataset.projectId);
 const grid = document.getElementById("image-grid");
 const emptyGrid = document.getElementById("empty-grid");
 const liveStatus = document.getElementById("live-status");
+const imageSummary = document.getElementById("image-summary");
+const readyBar = document.getElementById("ready-total");
+const readyCount = document.getElementById("ready-count");
 const PARALLEL_UPLOADS = 4;
 
 const tiles = new Map(); // image id -> <li>
@@ -22,10 +25,13 @@ function renderTile(image) {
     tile.querySelector("img").src = image.thumbnail_url;
     tile.querySelector(".name").textContent = image.name;
     tiles.set(image.id, tile);
-    grid.append(tile);
+    // In id order, as the API lists them and the jobs run, whatever order parallel uploads finish in.
+    let previous = grid.lastElementChild;
+    while (previous && Number(previous.dataset.imageId) > image.id) previous = previous.previousElementSibling;
+    if (previous) previous.after(tile);
+    else grid.prepend(tile);
   }
   setStatus(image.id, image.status, image.error);
-  emptyGrid.hidden = tiles.size > 0;
 }
 
 function setStatus(imageId, status, error) {
@@ -34,18 +40,39 @@ function setStatus(imageId, status, error) {
   if (status === "deleted") {
     tile.remove();
     tiles.delete(imageId);
-    return;
+  } else {
+    tile.dataset.status = status;
+    const badge = tile.querySelector(".badge");
+    badge.textContent = status;
+    badge.title = error || "";
   }
-  tile.dataset.status = status;
-  const badge = tile.querySelector(".badge");
-  badge.textContent = status;
-  badge.title = error || "";
+  scheduleSummary();
+}
+
+// How many of the project's images are ready, so a bulk upload can be watched without scrolling
+// through the grid. Coalesced: a refresh renders every tile at once.
+let summaryPending = false;
+function scheduleSummary() {
+  if (summaryPending) return;
+  summaryPending = true;
+  queueMicrotask(() => {
+    summaryPending = false;
+    const counts = { queued: 0, embedding: 0, ready: 0, failed: 0 };
+    for (const tile of tiles.values()) counts[tile.dataset.status] = (counts[tile.dataset.status] || 0) + 1;
+    const total = tiles.size;
+    emptyGrid.hidden = total > 0;
+    imageSummary.hidden = total === 0;
+    readyBar.value = total ? counts.ready / total : 0;
+    const parts = [total === 1 ? `${counts.ready} of 1 image ready` : `${counts.ready} of ${total} images ready`];
+    for (const status of ["embedding", "queued", "failed"]) if (counts[status]) parts.push(`${counts[status]} ${status}`);
+    readyCount.textContent = parts.join(" · ");
+  });
 }
 
 async function refresh() {
   const images = await api(`/api/v1/projects/${projectId}/images/`);
   images.forEach(renderTile);
-  emptyGrid.hidden = tiles.size > 0;
+  scheduleSummary();
 }
 
 connectProject(projectId, {
@@ -87,13 +114,25 @@ if (dropzone) {
     totalBar.value = total ? sum / total : 0;
   };
 
+  // Keep the row that just started in view inside the list (not the page): the list holds every
+  // file of a drop, and the rows in flight are the ones worth watching.
+  const follow = (row) => {
+    const below = row.getBoundingClientRect().bottom - list.getBoundingClientRect().bottom;
+    if (below > 0) list.scrollTop += below;
+  };
+
   const pump = () => {
     while (running < PARALLEL_UPLOADS && queue.length) {
       const { file, row } = queue.shift();
       running += 1;
       const bar = row.querySelector("progress");
+      row.dataset.state = "uploading";
+      row.querySelector(".msg").textContent = "uploading…";
+      follow(row);
       uploadFile(projectId, file, (fraction) => {
         bar.value = fraction;
+        // Every byte sent: the server is checking and storing the image now.
+        if (fraction >= 1) row.querySelector(".msg").textContent = "processing…";
         fractions.set(row, fraction);
         updateSummary();
       })
@@ -124,7 +163,9 @@ if (dropzone) {
       const row = document.createElement("li");
       row.innerHTML = `<span class="fname"></span><progress max="1" value="0"></progress><span class="msg"></span>`;
       row.querySelector(".fname").textContent = file.name;
-      list.prepend(row);
+      row.dataset.state = "waiting";
+      row.querySelector(".msg").textContent = "waiting";
+      list.append(row); // in the order the files were dropped, uploaded in that order
       queue.push({ file, row });
       total += 1;
     }

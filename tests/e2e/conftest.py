@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests.processes import BIN, REPO, asgi_server, celery_worker, free_port
 
@@ -24,6 +24,12 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+]
+# WebGPU through SwiftShader, Chromium's software GPU: far too slow for use, but it runs the decoder's
+# WebGPU path for real on a machine without a GPU.
+WEBGPU_FLAGS = [f for f in CHROMIUM_FLAGS if f != "--disable-gpu"] + [
+    "--enable-unsafe-webgpu",
+    "--use-webgpu-adapter=swiftshader",
 ]
 ARTIFACTS = REPO / "test-artifacts"
 USERNAME, PASSWORD = "lena", "lena-password-1"
@@ -101,15 +107,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
+        yield playwright
 
 
-@pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def webgpu_browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=WEBGPU_FLAGS, headless=True)
+    yield browser
+    browser.close()
+
+
+def _page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     page = context.new_page()
     messages: list[str] = []
@@ -120,6 +137,16 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "console.log").open("a").write("\n".join(messages) + "\n")
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    yield from _page(browser)
+
+
+@pytest.fixture
+def webgpu_page(webgpu_browser: Browser, stack: Stack) -> Iterator[Page]:
+    yield from _page(webgpu_browser)
 
 
 def log_in(page: Page, stack: Stack) -> None:

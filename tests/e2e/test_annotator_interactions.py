@@ -1,10 +1,12 @@
 """The annotator in Chromium against the real stack and the real MobileSAM weights: hover, positive and
-negative clicks, boxes, multimask candidates, undo/redo, commit with a label, relabel, hide, delete,
-zoom and the next image. Every saved mask is checked through the API against the server's `segment`
-endpoint for the same prompts (IoU >= 0.99); screenshots of the main states land in test-artifacts/."""
+negative clicks, boxes, multimask candidates (a further click refines the one chosen), undo/redo,
+commit with a label, relabel, hide, delete, zoom and the next image. Every saved mask is checked
+through the API against the server's `segment` endpoint for the same prompts (IoU >= 0.99);
+screenshots of the main states land in test-artifacts/."""
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,8 +120,10 @@ def requests_masks(page: Page, image_id: str | None) -> list[dict]:
     return page.evaluate("(id) => fetch(`/api/v1/images/${id}/masks/`).then((r) => r.json())", image_id)
 
 
-def replayed(stack: Stack, photo: Photo, saved: dict) -> np.ndarray:
-    body = {"points": saved["points"], "box": saved["box"], "replay": True}
+def replayed(stack: Stack, photo: Photo, saved: dict, candidate: int | None = None) -> np.ndarray:
+    """The server's replay of a saved object's prompts, from its chosen candidate unless told another."""
+    chosen = saved["candidate"] if candidate is None else candidate
+    body = {"points": saved["points"], "box": saved["box"], "replay": True, "candidate": chosen}
     return rle.decode(stack.api("POST", f"/api/v1/images/{photo.id}/segment", body)["masks"][0]["rle"])
 
 
@@ -156,8 +160,41 @@ def test_hover_then_click_offers_three_candidates(page: Page, stack: Stack, phot
     server = stack.api("POST", f"/api/v1/images/{photo.id}/segment", {"points": saved["points"], "multimask": True})
     ours = rle.decode(saved["rle"])
     assert iou(ours, rle.decode(server["masks"][1]["rle"])) >= MIN_IOU  # the second-best candidate, as chosen
+    assert saved["candidate"] == 1
     assert_same_points(saved["points"], photo.prompts["one_point"]["points"])
     assert saved["box"] is None
+
+
+def test_a_click_after_tab_refines_the_chosen_candidate(page: Page, stack: Stack, photos: dict[str, Photo]) -> None:
+    photo = photos["coffee"]
+    open_photo(page, stack, photo)
+    annotator = page.locator("#annotator")
+    # Two spots on the cup whose first click's candidates refine into clearly different objects.
+    first = photo.prompts["box_point"]["points"][0][:2]
+    second = photo.prompts["pos_neg"]["points"][0][:2]
+    click(page, photo, *first)
+    expect(annotator).to_have_attribute("data-candidates", "3")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(annotator).to_have_attribute("data-choice", "2")
+    click(page, photo, *second)
+    expect(annotator).to_have_attribute("data-points", "2")
+    expect(annotator).to_have_attribute("data-choice", "2")
+    page.wait_for_timeout(300)  # let the compositor present the frame
+    screenshot(page, "annotator-tab-then-click")
+    # Undoing the second click shows the candidate chosen for the first, not the best one.
+    page.keyboard.press("Control+z")
+    expect(annotator).to_have_attribute("data-points", "1")
+    expect(annotator).to_have_attribute("data-choice", "2")
+    expect(page.locator("#candidates .candidate.active")).to_have_text(re.compile(r"^3 · "))
+    page.keyboard.press("Control+Shift+z")
+    expect(annotator).to_have_attribute("data-points", "2")
+    saved = save(page, "cup")
+    assert saved["candidate"] == 2
+    assert_same_points(saved["points"], [[*first, 1.0], [*second, 1.0]])
+    ours = rle.decode(saved["rle"])
+    assert iou(ours, replayed(stack, photo, saved)) >= MIN_IOU
+    assert iou(ours, replayed(stack, photo, saved, candidate=0)) < 0.9  # what refining the best would give
 
 
 def test_positive_and_negative_clicks_replay(page: Page, stack: Stack, photos: dict[str, Photo]) -> None:
