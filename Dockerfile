@@ -1,5 +1,5 @@
 # One image for both roles: the web server (default command) and the GPU worker
-# (`celery -A webapp worker -Q gpu --concurrency 1`, one per GPU).
+# (`celery -A webapp worker -Q gpu --concurrency 1`, one per GPU; beat's sweeps need a worker on `default`).
 FROM node:20-bookworm-slim AS frontend
 WORKDIR /app
 COPY package.json package-lock.json ./
