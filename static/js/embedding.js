@@ -1,13 +1,20 @@
 // The embedding blob (byte layout in segmentation/sam/embedding_codec.py): header, then the tensor.
-// decodeEmbedding reads format versions 1 and 2, every dtype (float32, float16, uint8), and inflates deflated
-// data natively (DecompressionStream). The data is copied at most once on its way to the Float32Array the
-// decoder needs: inflating writes into one buffer that is then viewed in place, and float16/uint8 values
-// are converted straight from a view of that buffer (or of the blob) into the output.
+// decodeEmbedding reads format versions 1 to 3, every dtype (float32, float16, uint8, rans), and inflates
+// deflated data natively (DecompressionStream). The data is copied at most once on its way to the
+// Float32Array the decoder needs: inflating writes into one buffer that is then viewed in place,
+// float16/uint8 values are converted straight from a view of that buffer (or of the blob) into the
+// output, and rans words are decoded from a view of the blob into the output, a row at a time.
 
 const MAGIC = "SAMEMB";
 const PREFIX = 12; // magic, uint16 version, uint32 header length
 const ALIGNMENT = 16;
 const ITEM_SIZE = { float32: 4, float16: 2, uint8: 1 };
+// The dtypes each format version can hold (version 3 added rans).
+const VERSION_DTYPES = {
+  1: ["float32", "float16"],
+  2: ["float32", "float16", "uint8"],
+  3: ["float32", "float16", "uint8", "rans"],
+};
 
 const aligned = (n) => n + ((ALIGNMENT - (n % ALIGNMENT)) % ALIGNMENT);
 
@@ -18,7 +25,7 @@ export async function decodeEmbedding(buffer) {
   }
   const view = new DataView(buffer);
   const version = view.getUint16(6, true);
-  if (version !== 1 && version !== 2) throw new Error(`embedding format version ${version} is not supported`);
+  if (!VERSION_DTYPES[version]) throw new Error(`embedding format version ${version} is not supported`);
   const headerLength = view.getUint32(8, true);
   if (PREFIX + headerLength > bytes.length) throw new Error("truncated embedding header");
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(PREFIX, PREFIX + headerLength)));
@@ -26,11 +33,12 @@ export async function decodeEmbedding(buffer) {
   if (!Array.isArray(shape) || !shape.every((n) => Number.isInteger(n) && n > 0)) {
     throw new Error("bad embedding shape");
   }
-  const itemSize = ITEM_SIZE[dtype];
-  if (!itemSize || (version === 1 && dtype === "uint8")) throw new Error(`embedding dtype ${dtype} is not supported`);
+  if (!VERSION_DTYPES[version].includes(dtype)) throw new Error(`embedding dtype ${dtype} is not supported`);
   const count = shape.reduce((a, b) => a * b, 1);
-  const expected = count * itemSize;
   const bodyStart = aligned(PREFIX + headerLength);
+  if (dtype === "rans") return { model, shape, data: decodeRans(buffer, bodyStart, header, shape) };
+  const itemSize = ITEM_SIZE[dtype];
+  const expected = count * itemSize;
   const section =
     version === 1 ? { offset: 0, length: expected, filter: "none", compression: "none" } : header.data;
   const start = bodyStart + section.offset;
@@ -114,6 +122,227 @@ function dequantise(q, scales, shape, filter) {
     }
   }
   return out;
+}
+
+// rans (segmentation/sam/embedding_rans.py has the format): integer levels q, MED-predicted, the
+// residuals zig-zagged into a token plus raw bits and rANS-coded in lanes of `lane_width` columns that
+// share one stream of 16-bit words; value = step * q per plane. Integer arithmetic throughout, then the
+// same float64 product rounded to float32 as embedding_codec.decode, so both agree bit for bit.
+const RANS = {
+  probBits: 12,
+  stateLow: 65536, // states live in [2^16, 2^32): a Uint32Array, and >>> keeps them unsigned
+  directTokens: 16,
+  rawChunk: 16,
+  maxContexts: 64,
+  maxTokens: 68,
+};
+
+function decodeRans(buffer, bodyStart, header, shape) {
+  if (shape.length < 2) throw new Error("a quantised embedding needs at least two axes");
+  const { steps: stepsSection, tables, data: section, contexts: thresholds } = header;
+  const width = shape[shape.length - 1];
+  const height = shape[shape.length - 2];
+  const planes = shape.reduce((a, b) => a * b, 1) / (width * height);
+  const laneWidth = section?.lane_width;
+  if (section?.filter !== "med" || section.compression !== "rans") throw new Error("bad embedding data section");
+  if (!Number.isInteger(laneWidth) || laneWidth <= 0 || width % laneWidth || section.length % 2) {
+    throw new Error("bad embedding data section");
+  }
+  const contexts = tables?.contexts;
+  const symbols = tables?.symbols;
+  if (
+    !Array.isArray(thresholds) ||
+    !Number.isInteger(contexts) ||
+    !Number.isInteger(symbols) ||
+    contexts !== thresholds.length + 1 ||
+    contexts > RANS.maxContexts ||
+    symbols <= 0 ||
+    symbols > RANS.maxTokens ||
+    thresholds.some((t, i) => !Number.isInteger(t) || (i > 0 && t <= thresholds[i - 1]))
+  ) {
+    throw new Error("bad embedding tables section");
+  }
+  const inBody = (offset, bytes) => Number.isInteger(offset) && offset >= 0 && bodyStart + offset + bytes <= buffer.byteLength;
+  if (stepsSection?.count !== planes || !inBody(stepsSection.offset, 4 * planes)) {
+    throw new Error("bad embedding steps section");
+  }
+  if (!inBody(tables.offset, 2 * contexts * symbols) || !inBody(section.offset, section.length)) {
+    throw new Error("truncated embedding data");
+  }
+  // All three sections start 16-byte aligned (and uint16 words are little-endian, as every browser is).
+  const steps = new Float32Array(buffer, bodyStart + stepsSection.offset, planes);
+  const frequencies = new Uint16Array(buffer, bodyStart + tables.offset, contexts * symbols);
+  const words = new Uint16Array(buffer, bodyStart + section.offset, section.length / 2);
+  const model = tokenModel(frequencies, contexts, symbols);
+  const contextOf = contextLookup(thresholds);
+  const out = new Float32Array(planes * height * width);
+  const toValues = levelRows(out, steps, { planes, height, width });
+  let y = 0;
+  for (const residuals of decodeResiduals(words, model, contextOf, thresholds.length, { planes, height, width, laneWidth })) {
+    toValues(residuals, y++);
+  }
+  return out;
+}
+
+// Per context, for each of the 4096 slots: its token (255: a context without frequencies), and per
+// token its frequency and cumulative start.
+function tokenModel(frequencies, contexts, symbols) {
+  const scale = 1 << RANS.probBits;
+  const tokenOf = new Uint8Array(contexts * scale).fill(255);
+  const starts = new Uint16Array(contexts * symbols);
+  for (let c = 0; c < contexts; c++) {
+    let start = 0;
+    for (let t = 0; t < symbols; t++) {
+      const f = frequencies[c * symbols + t];
+      starts[c * symbols + t] = start;
+      tokenOf.fill(t, c * scale + start, c * scale + Math.min(scale, start + f));
+      start += f;
+    }
+    if (start !== 0 && start !== scale) throw new Error(`an embedding context's frequencies do not sum to ${scale}`);
+  }
+  const rawBits = new Uint8Array(symbols);
+  const base = new Float64Array(symbols);
+  for (let t = 0; t < symbols; t++) {
+    if (t < RANS.directTokens) {
+      base[t] = t;
+    } else {
+      rawBits[t] = 3 + ((t - RANS.directTokens) >> 1);
+      base[t] = (2 + ((t - RANS.directTokens) & 1)) * 2 ** rawBits[t];
+    }
+  }
+  return { tokenOf, starts, frequencies, symbols, rawBits, base };
+}
+
+// Activity sum -> context: the number of thresholds at or below it.
+function contextLookup(thresholds) {
+  const last = thresholds.length ? thresholds[thresholds.length - 1] : 0;
+  const table = new Uint8Array(last + 1);
+  for (let s = 0, c = 0; s <= last; s++) {
+    while (c < thresholds.length && thresholds[c] <= s) c++;
+    table[s] = c;
+  }
+  return table;
+}
+
+// Yields each row's residuals (planes x width, Int32Array reused between rows), in the order
+// embedding_rans.py codes them: per row, per column j of the lanes, every lane's token, then the high
+// raw bits of the tokens with more than 16, then every lane's low raw bits; a lane whose state falls
+// below 2^16 takes the next word. Lane l covers entries l * laneWidth .. of the (plane, column) row.
+function* decodeResiduals(words, model, contextOf, lastContext, { planes, height, width, laneWidth }) {
+  const { tokenOf, starts, frequencies, symbols, rawBits, base } = model;
+  const lanes = planes * (width / laneWidth);
+  const end = words.length;
+  if (end < 2 * lanes) throw new Error("embedding data does not decode: too short");
+  const state = new Uint32Array(lanes);
+  for (let l = 0; l < lanes; l++) state[l] = words[2 * l] + words[2 * l + 1] * 65536; // low word first
+  let position = 2 * lanes;
+  const row = new Int32Array(planes * width);
+  const above = new Int32Array(planes * width); // |r| of the row above, and of the one above that
+  const aboveTwo = new Int32Array(planes * width);
+  const context = new Uint8Array(planes * width);
+  const tokens = new Uint8Array(lanes);
+  const highs = new Uint32Array(lanes);
+  const mask = (1 << RANS.probBits) - 1;
+  const endedEarly = () => new Error("embedding data does not decode: it ends early");
+  for (let y = 0; y < height; y++) {
+    for (let p = 0, i = 0; p < planes; p++) {
+      for (let x = 0; x < width; x++, i++) {
+        const left = x > 0 ? above[i - 1] : 0;
+        const right = x < width - 1 ? above[i + 1] : 0;
+        const sum = left + 2 * above[i] + right + aboveTwo[i];
+        context[i] = sum < contextOf.length ? contextOf[sum] : lastContext;
+      }
+    }
+    for (let j = 0; j < laneWidth; j++) {
+      let anyHigh = false;
+      for (let l = 0, i = j; l < lanes; l++, i += laneWidth) {
+        const c = context[i];
+        let s = state[l];
+        const slot = s & mask;
+        const t = tokenOf[(c << RANS.probBits) + slot];
+        if (t === 255) throw new Error("embedding data does not decode: a context without frequencies");
+        const k = c * symbols + t;
+        s = frequencies[k] * (s >>> RANS.probBits) + slot - starts[k];
+        if (s < RANS.stateLow) {
+          if (position >= end) throw endedEarly();
+          s = s * 65536 + words[position++];
+        }
+        state[l] = s;
+        tokens[l] = t;
+        if (rawBits[t] > RANS.rawChunk) anyHigh = true;
+      }
+      if (anyHigh) {
+        for (let l = 0; l < lanes; l++) {
+          const high = rawBits[tokens[l]] - RANS.rawChunk;
+          if (high <= 0) {
+            highs[l] = 0;
+            continue;
+          }
+          let s = state[l];
+          highs[l] = s & ((1 << high) - 1);
+          s >>>= high;
+          if (s < RANS.stateLow) {
+            if (position >= end) throw endedEarly();
+            s = s * 65536 + words[position++];
+          }
+          state[l] = s;
+        }
+      }
+      for (let l = 0, i = j; l < lanes; l++, i += laneWidth) {
+        const t = tokens[l];
+        if (t < RANS.directTokens) {
+          row[i] = t & 1 ? -((t + 1) >> 1) : t >> 1;
+          continue;
+        }
+        const n = Math.min(rawBits[t], RANS.rawChunk);
+        let s = state[l];
+        const low = s & ((1 << n) - 1);
+        s >>>= n;
+        if (s < RANS.stateLow) {
+          if (position >= end) throw endedEarly();
+          s = s * 65536 + words[position++];
+        }
+        state[l] = s;
+        const z = base[t] + (anyHigh ? highs[l] * 2 ** n : 0) + low;
+        row[i] = z % 2 ? -(z + 1) / 2 : z / 2;
+      }
+    }
+    aboveTwo.set(above);
+    for (let i = 0; i < row.length; i++) above[i] = Math.abs(row[i]);
+    yield row;
+  }
+  if (position !== end || state.some((s) => s !== RANS.stateLow)) {
+    throw new Error("embedding data does not decode: the stream does not end where its lanes do");
+  }
+}
+
+// Levels from residuals, a row at a time: MED prediction from the row above and the level to the left
+// (first row: from the left; first column: from above); writes value = step * level into `out`.
+function levelRows(out, steps, { planes, height, width }) {
+  const above = new Int32Array(planes * width);
+  const current = new Int32Array(planes * width);
+  return (r, y) => {
+    for (let p = 0, i = 0; p < planes; p++) {
+      const step = steps[p];
+      const outRow = (p * height + y) * width;
+      for (let x = 0; x < width; x++, i++) {
+        let prediction;
+        if (y === 0) prediction = x > 0 ? current[i - 1] : 0;
+        else if (x === 0) prediction = above[i];
+        else {
+          const up = above[i];
+          const left = current[i - 1];
+          const upLeft = above[i - 1];
+          const low = up < left ? up : left;
+          const high = up < left ? left : up;
+          prediction = upLeft >= high ? low : upLeft <= low ? high : up + left - upLeft;
+        }
+        current[i] = r[i] + prediction;
+        out[outRow + x] = step * current[i];
+      }
+    }
+    above.set(current);
+  };
 }
 
 let halfTable = null;
