@@ -3,6 +3,9 @@
 // image pixels; the readout in the corner shows the pixel under the pointer.
 
 const DRAG_THRESHOLD = 4; // screen pixels before a press becomes a box
+// pointermove is dispatched once per animation frame; pointerrawupdate (Chromium, secure contexts) as
+// soon as the input arrives, so a hover decode starts up to a frame earlier.
+const MOVE_EVENT = "onpointerrawupdate" in window ? "pointerrawupdate" : "pointermove";
 
 export class PointerInput {
   // on: {enabled() (the image is ready for prompts), press() (a prompt gesture began), hover(point, time),
@@ -19,7 +22,7 @@ export class PointerInput {
     this.cursor = null;
     stage.addEventListener("contextmenu", (event) => event.preventDefault());
     stage.addEventListener("pointerdown", (event) => this.down(event));
-    stage.addEventListener("pointermove", (event) => this.move(event));
+    stage.addEventListener(MOVE_EVENT, (event) => this.move(event));
     stage.addEventListener("pointerup", () => this.up());
     stage.addEventListener("pointercancel", () => { this.drag = null; this.pan = null; on.boxChanged(); });
     stage.addEventListener("pointerleave", () => { if (!this.drag) on.unhover(); });
