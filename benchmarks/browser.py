@@ -532,20 +532,29 @@ def report(
 
 
 NOTES = """What makes ours faster, all with exact masks: the decoder runs in a Web Worker, so pointer events and
-painting never wait for it; hover keeps only the latest position; the image-only part of the first
-transformer layer is computed once per image (prepare graph) and the prompt graph re-associates the
-attention between the 4096 image tokens and the ~7 prompt tokens (about half the multiply-adds), runs the
-output upscaling channels-last, and stops at the 256x256 logits; the browser scales that tile up on the
-compositor for hover, and the full-resolution mask (SamPredictor's upscaling, threshold 0) is computed in
-JavaScript only when an object is saved. A first click at the hovered spot reuses the hover result.
+painting never wait for it, with a wasm thread per core; hover keeps only the latest position and listens
+to pointerrawupdate (dispatched as the input arrives, where pointermove waits for the next frame: about
+8 ms less wait per hover); the image-only part of the first transformer layer is computed once per image
+(prepare graph) and the prompt graph re-associates the attention between the 4096 image tokens and the ~7
+prompt tokens (about half the multiply-adds), runs the output upscaling channels-last, and stops at the
+256x256 logits; the browser scales that tile up on the compositor for hover, and the full-resolution mask
+(SamPredictor's upscaling, threshold 0) is computed in JavaScript only when an object is saved. A first
+click at the hovered spot reuses the hover result. On a machine with a GPU the worker decodes with
+WebGPU instead (not measurable here: this Chromium runs with --disable-gpu; the path is tested for
+exactness through SwiftShader, where it is over 100x slower than wasm, so a software adapter is never chosen).
 
-Where the prompt graph's time goes in wasm (onnxruntime-web profile, 1 thread): matrix products about
-60% (the two transposed convolutions of the upscaling alone 20%), the exact (erf) GELU over the
-256x256x32 and 128x128x64 maps about 15%, LayerNorm 7%. Tried and dropped: dynamic int8 quantisation of
-every MatMul (worst fixture IoU 0.01) or of just the upscaling's two products (0.93, and no faster in
-onnxruntime); a second wasm thread (no faster on this loaded 2-core machine, worse p95). WebGPU is not
-offered: the vendored onnxruntime-web bundle is the wasm build (WebGPU needs the separate JSEP bundle
-and binary) and this Chromium runs with --disable-gpu."""
+Where the prompt graph's time goes (onnxruntime-web wasm profile): the upscaling's first product
+(4096x256 by 256x256) ~15%, its exact (erf) GELUs ~12-18%, its second product ~9%, and seven products of
+the image tokens with the ~56 (heads x tokens) prompt vectors ~30% (their thin shapes run at about half
+the efficiency of the square ones). The same graph in Node's wasm: 85 ms on 1 thread, 50 ms on 2; in
+the annotator page it takes ~65 ms on 2 threads: Playwright's synthetic pointer events at 60 Hz alone
+cost ~9 ms per decode even on an empty page (measured), and the page's painting the rest.
+Tried and dropped: dynamic int8 quantisation of every MatMul (worst fixture IoU 0.01) or of just the
+upscaling's two products (0.93, and no faster); the tanh GELU (onnx Gelu, opset 20: 3 ms faster on 2
+threads, worst fixture IoU 0.9979 instead of 0.9999); upscaling only the shown mask (no faster: the
+shared feature maps are the cost); folding the LayerNorms into the upscaling's first product (removes
+its 268 M multiply-adds but needs two more thin products and per-row statistics: no gain); turning off
+onnxruntime's thread spinning (no change)."""
 
 
 def load_average() -> str:
