@@ -39,12 +39,13 @@ def test_one_job_encodes_a_batch_of_queued_images(queued: list[Image], encoded: 
     assert encoded == [3]
     assert sorted(Embedding.objects.values_list("image_id", flat=True)) == [i.id for i in queued[:3]]
     assert list(Image.objects.order_by("id").values_list("status", flat=True)) == ["ready", "ready", "ready", "queued"]
-    # Each stored embedding belongs to its own image (the stand-in encodes the width).
+    # Each stored embedding belongs to its own image (the stand-in encodes the width; the default
+    # codec is lossy within a fraction of its widths' spacing).
     from segmentation.sam import embedding_codec
 
     for image in queued[:3]:
         with image.embeddings.get().file.open("rb") as handle:
-            assert embedding_codec.decode(handle.read())[1].flat[0] == image.width
+            assert embedding_codec.decode(handle.read())[1].flat[0] == pytest.approx(image.width, abs=0.01)
 
     services.embedding_compute(image_id=queued[1].id)  # its own job arrives later: nothing to do
     services.embedding_compute(image_id=queued[3].id)
