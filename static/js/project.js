@@ -69,8 +69,12 @@ function scheduleSummary() {
   });
 }
 
+// The whole list again (after a reconnect: websocket events are at-most-once), so images deleted in the
+// meantime lose their tiles too.
 async function refresh() {
   const images = await api(`/api/v1/projects/${projectId}/images/`);
+  const listed = new Set(images.map((image) => image.id));
+  for (const id of [...tiles.keys()]) if (!listed.has(id)) setStatus(id, "deleted");
   images.forEach(renderTile);
   scheduleSummary();
 }
