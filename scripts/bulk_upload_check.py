@@ -30,18 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
-from tests.e2e.conftest import (  # noqa: E402
-    ARTIFACTS,
-    CHROMIUM_FLAGS,
-    PASSWORD,
-    USERNAME,
-    Stack,
-    _fresh_database,
-    _manage,
-    log_in,
-)
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM_FLAGS, log_in, running_stack  # noqa: E402
 from tests.e2e.photos import make_photos  # noqa: E402
-from tests.processes import asgi_server, celery_worker, free_port  # noqa: E402
 
 
 def page_counts(page: Page) -> dict[str, Any]:
@@ -84,29 +74,6 @@ def run(count: int, timeout: float) -> dict[str, Any]:
     photos = make_photos(count, work / "photos")
     sizes = [Image.open(p).size for p in photos]
     assert len({p.read_bytes() for p in photos}) == count, "the photos must all differ"
-    env = {
-        "DATABASE_URL": _fresh_database(os.environ["DATABASE_URL"].rsplit("/", 1)[1]),
-        "REDIS_URL": os.environ["REDIS_URL"],
-        "DATA_DIR": str(work / "data"),
-        "MEDIA_ROOT": str(work / "data" / "media"),
-        "CHECKPOINT_DIR": os.environ.get("CHECKPOINT_DIR", str(REPO / "data" / "checkpoints")),
-        "DECODER_DIR": str(REPO / "data" / "decoders"),
-        "SECRET_KEY": "bulk-secret",
-        "DEBUG": "0",
-    }
-    import redis
-
-    redis.Redis.from_url(env["REDIS_URL"]).delete("gpu", "gpu:5")
-    _manage(env, "migrate", "--noinput")
-    _manage(env, "prepare_model")
-    _manage(
-        env,
-        "shell",
-        "-c",
-        f"from django.contrib.auth.models import User; User.objects.create_user('{USERNAME}', password='{PASSWORD}')",
-    )
-    token = _manage(env, "create_token", USERNAME).split()[-1]
-    port = free_port()
     report: dict[str, Any] = {
         "count": count,
         "bytes_total": sum(p.stat().st_size for p in photos),
@@ -116,12 +83,8 @@ def run(count: int, timeout: float) -> dict[str, Any]:
     }
     console: list[str] = []
     list_requests: list[float] = []
-    with (
-        celery_worker(env, work / "data" / "worker.log", name="bulk"),
-        asgi_server(env, work / "data" / "asgi.log", port),
-        sync_playwright() as playwright,
-    ):
-        stack = Stack(url=f"http://127.0.0.1:{port}", token=token, env=env)
+    database = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+    with running_stack(work / "data", database, "bulk") as stack, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)

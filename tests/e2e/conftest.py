@@ -1,6 +1,7 @@
 """The real stack for end-to-end tests: Postgres, Redis, a Celery worker and the ASGI server, driven
 by Debian's Chromium through Playwright. The stack gets its own database and data folder."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -76,24 +77,26 @@ def _manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
+@contextlib.contextmanager
+def running_stack(data_dir: Path, database: str, name: str) -> Iterator[Stack]:
+    """The real stack on a fresh Postgres database `database`: migrated, the model prepared as `make run`
+    does (checkpoint fetched, ONNX graphs exported), one user with an API token, a Celery worker and
+    daphne, their logs in `data_dir`."""
     env = {
-        "DATABASE_URL": _fresh_database(f"samlabel_e2e_{os.getpid()}"),
+        "DATABASE_URL": _fresh_database(database),
         "REDIS_URL": os.environ["REDIS_URL"],
         "DATA_DIR": str(data_dir),
         "MEDIA_ROOT": str(data_dir / "media"),
         "CHECKPOINT_DIR": os.environ.get("CHECKPOINT_DIR", str(REPO / "data" / "checkpoints")),
         "DECODER_DIR": str(REPO / "data" / "decoders"),
-        "SECRET_KEY": "e2e-secret",
+        "SECRET_KEY": f"{name}-secret",
         "DEBUG": "0",
     }
     import redis
 
-    redis.Redis.from_url(env["REDIS_URL"]).delete("gpu")
+    redis.Redis.from_url(env["REDIS_URL"]).delete("gpu", "gpu:5")  # jobs an earlier run left behind
     _manage(env, "migrate", "--noinput")
-    _manage(env, "prepare_model")  # as `make run` does: checkpoint fetched, ONNX graphs exported
+    _manage(env, "prepare_model")
     _manage(
         env,
         "shell",
@@ -102,8 +105,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     token = _manage(env, "create_token", USERNAME).split()[-1]
     port = free_port()
-    with celery_worker(env, data_dir / "worker.log", name="e2e"), asgi_server(env, data_dir / "asgi.log", port):
+    with celery_worker(env, data_dir / "worker.log", name=name), asgi_server(env, data_dir / "asgi.log", port):
         yield Stack(url=f"http://127.0.0.1:{port}", token=token, env=env)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack"), f"samlabel_e2e_{os.getpid()}", "e2e") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
