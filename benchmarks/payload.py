@@ -35,7 +35,14 @@ from segmentation.sam import embedding_codec, embedding_rans  # noqa: E402
 from segmentation.sam.build import build_model  # noqa: E402
 from segmentation.sam.onnx_decoder import DecoderResult, OnnxDecoder, ensure_decoder_onnx  # noqa: E402
 from segmentation.sam.registry import resolve_model  # noqa: E402
-from tests.sam_reference import Case, load_cases, load_reference, load_reference_embedding, mask_ious  # noqa: E402
+from tests.sam_reference import (  # noqa: E402
+    Case,
+    decode_prompt,
+    load_cases,
+    load_reference,
+    load_reference_embedding,
+    mask_ious,
+)
 
 FIXTURE = REPO / "tests" / "fixtures" / "mobile_sam"
 BUDGET = 1 << 20  # bytes per image, whole blob
@@ -216,17 +223,7 @@ def decoder() -> OnnxDecoder:
 
 
 def predict(onnx: OnnxDecoder, case: Case, embedding: np.ndarray) -> list[DecoderResult]:
-    return [
-        onnx.predict(
-            embedding=embedding,
-            orig_size=(case.height, case.width),
-            points=prompt.points,
-            labels=prompt.labels,
-            box=prompt.box,
-            multimask=prompt.multimask,
-        )
-        for prompt in case.prompts
-    ]
+    return [decode_prompt(onnx, case, prompt, embedding) for prompt in case.prompts]
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from segmentation.sam.checkpoints import ensure_checkpoint
+from segmentation.sam.onnx_decoder import DecoderResult, OnnxDecoder
 from segmentation.sam.registry import ModelSpec, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +161,15 @@ def mask_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.logical_and(a, b).sum(axis=(1, 2))
     union = np.logical_or(a, b).sum(axis=(1, 2))
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def decode_prompt(decoder: OnnxDecoder, case: Case, prompt: Prompt, embedding: np.ndarray) -> DecoderResult:
+    """`prompt` of `case` decoded from `embedding` as the official predictor was asked (same multimask)."""
+    return decoder.predict(
+        embedding=embedding,
+        orig_size=(case.height, case.width),
+        points=prompt.points,
+        labels=prompt.labels,
+        box=prompt.box,
+        multimask=prompt.multimask,
+    )

@@ -11,11 +11,11 @@ import pytest
 
 from segmentation.sam import embedding_codec
 from segmentation.sam.build import build_model
-from segmentation.sam.onnx_decoder import DecoderResult, OnnxDecoder, ensure_decoder_onnx
+from segmentation.sam.onnx_decoder import OnnxDecoder, ensure_decoder_onnx
 from tests.conftest import FIXTURES
 from tests.sam_reference import (
     Case,
-    Prompt,
+    decode_prompt,
     fixture_checkpoint,
     fixture_spec,
     load_cases,
@@ -277,20 +277,10 @@ def test_stored_blobs_keep_the_masks(decoder: OnnxDecoder, dtype: str) -> None:
         check_masks(decoder, case, embedding, decoded)
 
 
-def check_masks(decoder: OnnxDecoder, case: Any, embedding: np.ndarray, decoded: np.ndarray) -> None:
+def check_masks(decoder: OnnxDecoder, case: Case, embedding: np.ndarray, decoded: np.ndarray) -> None:
     for prompt in case.prompts:
-
-        def predict(tensor: np.ndarray, prompt: Prompt = prompt) -> DecoderResult:
-            return decoder.predict(
-                embedding=tensor,
-                orig_size=(case.height, case.width),
-                points=prompt.points,
-                labels=prompt.labels,
-                box=prompt.box,
-                multimask=prompt.multimask,
-            )
-
-        reference, result = predict(embedding), predict(decoded)
+        reference = decode_prompt(decoder, case, prompt, embedding)
+        result = decode_prompt(decoder, case, prompt, decoded)
         assert mask_ious(reference.masks, result.masks).min() >= 0.99, prompt.name
         # The scores the UI ranks candidates by stay put too.
         assert np.abs(reference.scores - result.scores).max() <= 0.01, prompt.name
