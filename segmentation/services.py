@@ -429,7 +429,10 @@ def orphan_files_delete(*, older_than_seconds: int, dry_run: bool = False) -> li
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     deleted: list[str] = []
-    for folder in sorted({_upload_folder(model, field) for model, field in STORED_FILE_FIELDS}):
+    fields_by_folder: dict[str, list[tuple[type[models.Model], str]]] = {}
+    for model, field in STORED_FILE_FIELDS:
+        fields_by_folder.setdefault(_upload_folder(model, field), []).append((model, field))
+    for folder, fields in sorted(fields_by_folder.items()):
         try:
             _, listed = default_storage.listdir(folder)
         except FileNotFoundError:  # a local store that never held such a file
@@ -437,9 +440,7 @@ def orphan_files_delete(*, older_than_seconds: int, dry_run: bool = False) -> li
         unreferenced = {f"{folder}/{name}" for name in listed}
         if not unreferenced:
             continue
-        for model, field in STORED_FILE_FIELDS:
-            if _upload_folder(model, field) != folder:
-                continue
+        for model, field in fields:
             names = model._default_manager.filter(**{f"{field}__startswith": f"{folder}/"}).values_list(
                 field, flat=True
             )
