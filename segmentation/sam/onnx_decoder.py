@@ -49,10 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
+from .mask_decoder import MaskDecoder
 from .prompt_encoder import BOX_BOTTOM_RIGHT_LABEL, BOX_TOP_LEFT_LABEL, PAD_LABEL
 from .registry import ModelSpec, file_sha256
 from .sam import Sam
-from .transformer import Attention, TwoWayAttentionBlock
+from .transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 from .transforms import ResizeLongestSide
 
 # Bump whenever the exported graph changes, so cached files from older code are never reused.
@@ -304,11 +305,12 @@ class OnnxDecoder:
 # The browser decodes on every pointer move, so it runs the same decoder math split in two and
 # rearranged for speed, with only low-res (256x256) logits out:
 #
-#   prepare  (image_embeddings, mask_input, has_mask_input) -> keys, k_cache, v_cache, q_cache
-#            everything of the first transformer layer that depends on the image (and mask prompt)
-#            alone: run once per image for hover and first clicks (no mask prompt), once per click
-#            when a low-res mask is fed back.
-#   prompt   (keys, k_cache, v_cache, q_cache, point_coords, point_labels)
+#   prepare  (image_embeddings, mask_input, has_mask_input) -> keys, k_cache, v_cache, q_cache, u_cache
+#            everything that depends on the image (and mask prompt) alone: the first transformer
+#            layer's projections of the image tokens and the image's share of the output upscaling's
+#            first product. Run once per image for hover and first clicks (no mask prompt), once per
+#            click when a low-res mask is fed back.
+#   prompt   (keys, k_cache, v_cache, q_cache, u_cache, point_coords, point_labels)
 #            -> iou_predictions (1, 4), low_res_masks (1, 4, 256, 256), all four mask tokens.
 #
 # The prompt graph computes the same function as SamDecoderGraph's low-res outputs; only the order of
@@ -317,17 +319,30 @@ class OnnxDecoder:
 #   nothing projects all 4096 image tokens into q/k/v: scores = (q Wk) x^T instead of q (x Wk)^T,
 #   values (P x) Wv instead of P (x Wv), and likewise for the image-to-token direction. That is
 #   about half the multiply-adds. A key bias adds the same constant to a whole softmax row, so it
-#   is dropped there (softmax is shift-invariant).
-# - the output upscaling (two 2x2 stride-2 transposed convolutions, LayerNorm, GELU) is per 64x64
-#   cell, so it runs channels-last as plain matrix products and the final pixel shuffle touches only
-#   the four one-channel masks.
+#   is dropped there (softmax is shift-invariant); the image-to-token output bias is spread over the
+#   value rows (each head's weights sum to 1), so the residual add rides on the same product.
+# - the output upscaling's first product (image tokens x 256x256, the largest in the graph) is folded
+#   through the two LayerNorms before it: each normalises a row (x - mean) / std, and the rows are
+#   image + a mix of ~56 value rows, so (LN(LN(image + A1 V1) + A2 V2)) W1 is the prepared
+#   image @ (g1 g2 W1) plus two thin products A1 (V1 g1 g2 W1), A2 (V2 g2 W1), scaled per row by the
+#   LayerNorms' own statistics.
+# - the rest of the upscaling (LayerNorm, GELU, the second transposed convolution) is per 64x64 cell,
+#   so it runs channels-last as plain matrix products and the final pixel shuffle touches only the
+#   four one-channel masks.
 # - the full-resolution upscale is left out: the caller upsamples the one mask it keeps (see
 #   static/js/upscale.js, which follows SamPredictor's postprocess_masks exactly).
 
-INTERACTIVE_FORMAT_VERSION = 1
+INTERACTIVE_FORMAT_VERSION = 2
+# The upscaling's last GELU (65536 x 32 values) in tanh form: in onnxruntime-web the exact (erf) GELU
+# is the single most expensive step of the prompt graph (~9 ms of ~60 on 2 threads in Chromium: wasm
+# has no vector erf), the tanh form ~3 ms. There it costs almost nothing in exactness (worst fixture
+# mask IoU 0.9995 against Meta's); the first GELU stays exact, its error would pass through the
+# second transposed convolution (tanh there too: 0.9979). See benchmarks/RESULTS.md, "Browser".
+UPSCALE_GELU = ("none", "tanh")
+INTERACTIVE_OPSET = 20  # the first with a GELU operator (tanh form included)
 PREPARE_INPUTS = ("image_embeddings", "mask_input", "has_mask_input")
-PREPARE_OUTPUTS = ("keys", "k_cache", "v_cache", "q_cache")
-PROMPT_INPUTS = ("keys", "k_cache", "v_cache", "q_cache", "point_coords", "point_labels")
+PREPARE_OUTPUTS = ("keys", "k_cache", "v_cache", "q_cache", "u_cache")
+PROMPT_INPUTS = (*PREPARE_OUTPUTS, "point_coords", "point_labels")
 PROMPT_OUTPUTS = ("iou_predictions", "low_res_masks")
 INTERACTIVE_GRAPHS = ("prepare", "prompt")
 
@@ -340,6 +355,35 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(heads, T, d) -> (T, heads * d)."""
     return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+class _LayerNormWithStats(torch.autograd.Function):
+    """LayerNorm over the last axis that also returns each row's mean and 1 / std.
+
+    Exported as one LayerNormalization node with its optional Mean and InvStdDev outputs, so the
+    statistics cost nothing extra.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):  # type: ignore[no-untyped-def, override]
+        mean = x.mean(-1, keepdim=True)
+        inv_std = torch.rsqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)
+        return (x - mean) * inv_std * weight + bias, mean, inv_std
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, eps):  # type: ignore[no-untyped-def]
+        return g.op("LayerNormalization", x, weight, bias, axis_i=-1, epsilon_f=eps, outputs=3)
+
+
+@dataclass(frozen=True)
+class _ImageUpdate:
+    """An image-to-token attention's update of the image rows, z = rows + weights @ values, and the
+    LayerNorm after it: keys = LN(z) with z's row mean and 1 / std."""
+
+    weights: torch.Tensor  # (N, heads * T), each head's T weights sum to 1
+    values: torch.Tensor  # (heads * T, C), out_proj applied, out_proj bias / heads included
+    mean: torch.Tensor  # (N, 1)
+    inv_std: torch.Tensor  # (N, 1)
 
 
 def _token_to_image(att: Attention, q_in: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
@@ -361,17 +405,23 @@ def _token_to_image_cached(att: Attention, q_in: torch.Tensor, k: torch.Tensor, 
     return att.out_proj(_merge_heads(attn @ v))
 
 
-def _image_to_token_out(att: Attention, attn: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
-    """attn (N, h, T) weights over the tokens v_in (T, C) -> out_proj(attn @ v) (N, C), as attn @ (v Wo)."""
+def _image_to_token_out(
+    att: Attention, attn: torch.Tensor, v_in: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """attn (N, h, T) weights over the tokens v_in (T, C) -> rows + out_proj(attn @ v) as
+    rows + attn @ (v Wo + bias / h), and the (weights (N, h*T), values (h*T, C)) of that product."""
     h = att.num_heads
     v = _heads(att.v_proj(v_in), h)  # (h, T, d)
     wo = att.out_proj.weight.reshape(-1, h, v.shape[-1]).permute(1, 2, 0)  # (h, d, C)
-    vo = (v @ wo).reshape(-1, wo.shape[-1])  # (h*T, C)
-    return attn.reshape(attn.shape[0], -1) @ vo + att.out_proj.bias
+    values = (v @ wo).reshape(-1, wo.shape[-1]) + att.out_proj.bias / h  # (h*T, C)
+    weights = attn.reshape(attn.shape[0], -1)
+    return weights @ values + rows, weights, values
 
 
-def _image_to_token(att: Attention, xq: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
-    """Attention(q=image xq (N, C), k=tokens k_in (T, C), v=tokens v_in (T, C)) -> (N, C), re-associated."""
+def _image_to_token(
+    att: Attention, xq: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention(q=image xq (N, C), k=tokens k_in (T, C), v=tokens v_in (T, C)) added to `rows`, re-associated."""
     h = att.num_heads
     k = _heads(att.k_proj(k_in), h)  # (h, T, d)
     d = k.shape[-1]
@@ -380,31 +430,50 @@ def _image_to_token(att: Attention, xq: torch.Tensor, k_in: torch.Tensor, v_in: 
     bias = (k @ att.q_proj.bias.reshape(h, d, 1)).reshape(-1)  # (h*T,)
     scores = (F.linear(xq, qk) + bias) / math.sqrt(d)  # (N, h*T)
     attn = torch.softmax(scores.reshape(xq.shape[0], h, -1), dim=-1)
-    return _image_to_token_out(att, attn, v_in)
+    return _image_to_token_out(att, attn, v_in, rows)
 
 
-def _image_to_token_cached(att: Attention, q: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+def _image_to_token_cached(
+    att: Attention, q: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """As _image_to_token with the image queries already projected: q (h, N, d)."""
     k = _heads(att.k_proj(k_in), att.num_heads)  # (h, T, d)
     scores = (q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])).permute(1, 0, 2)  # (N, h, T)
-    return _image_to_token_out(att, torch.softmax(scores, dim=-1), v_in)
+    return _image_to_token_out(att, torch.softmax(scores, dim=-1), v_in, rows)
+
+
+def _upscale_first_weight(decoder: MaskDecoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output upscaling's first ConvTranspose2d(k=2, s=2) as a (C, 4 * mid) matrix and bias: each
+    64x64 cell becomes a 2x2 block of `mid` channels."""
+    conv = cast(nn.ConvTranspose2d, decoder.output_upscaling[0])
+    return conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1), cast(torch.Tensor, conv.bias).repeat(4)
+
+
+def _image_norms(decoder: MaskDecoder) -> tuple[nn.LayerNorm, nn.LayerNorm]:
+    """The LayerNorms after each layer's image-to-token attention (the model has two layers)."""
+    layers = [cast(TwoWayAttentionBlock, layer) for layer in cast(TwoWayTransformer, decoder.transformer).layers]
+    if len(layers) != 2:
+        raise ValueError("the interactive graphs are written for SAM's two-layer transformer")
+    return layers[0].norm4, layers[1].norm4
 
 
 class SamPrepareGraph(nn.Module):
-    """Image (and mask prompt) -> what the prompt graph's first layer needs. See the section comment."""
+    """Image (and mask prompt) -> what the prompt graph needs of the image. See the section comment."""
 
     key_pe: torch.Tensor
 
     def __init__(self, model: Sam) -> None:
         super().__init__()
         self.prompt_encoder = model.prompt_encoder
+        self.decoder = model.mask_decoder
         self.layer = cast(TwoWayAttentionBlock, model.mask_decoder.transformer.layers[0])
         self.register_buffer("key_pe", model.prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous())
 
     def forward(
         self, image_embeddings: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> keys (N, C) the image tokens, k_cache (h, d, N), v_cache (h, N, d), q_cache (h, N, d)."""
+    ) -> tuple[torch.Tensor, ...]:
+        """-> keys (N, C) the image tokens, k_cache (h, d, N), v_cache (h, N, d), q_cache (h, N, d),
+        u_cache (N, 4 * mid): keys @ (g1 g2 W1), the image's share of the upscaling's first product."""
         dense = has_mask_input * self.prompt_encoder.embed_masks(mask_input)
         dense = dense + (1 - has_mask_input) * self.prompt_encoder.no_mask_dense(1)
         keys = (image_embeddings + dense).flatten(2)[0].T  # (N, C)
@@ -413,7 +482,10 @@ class SamPrepareGraph(nn.Module):
         k = _heads(t2i.k_proj(x), t2i.num_heads).transpose(1, 2)
         v = _heads(t2i.v_proj(keys), t2i.num_heads)
         q = _heads(i2t.q_proj(x), i2t.num_heads)
-        return keys, k, v, q
+        norm1, norm2 = _image_norms(self.decoder)
+        w1, _ = _upscale_first_weight(self.decoder)
+        u = keys @ ((norm1.weight * norm2.weight)[:, None] * w1)
+        return keys, k, v, q, u
 
 
 class SamPromptGraph(nn.Module):
@@ -421,10 +493,11 @@ class SamPromptGraph(nn.Module):
 
     key_pe: torch.Tensor
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, gelu: tuple[str, str] = UPSCALE_GELU) -> None:
         super().__init__()
         self.prompt_encoder = model.prompt_encoder
         self.decoder = model.mask_decoder
+        self.gelu = gelu  # F.gelu's `approximate` for the upscaling's two GELUs
         self.register_buffer("key_pe", model.prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous())
 
     def _block(
@@ -434,7 +507,7 @@ class SamPromptGraph(nn.Module):
         keys: torch.Tensor,
         query_pe: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, _ImageUpdate]:
         """TwoWayAttentionBlock.forward on 2-D tensors (see transformer.py for the reference order)."""
         layer = cast(TwoWayAttentionBlock, self.decoder.transformer.layers[i])
         if layer.skip_first_layer_pe:
@@ -453,25 +526,49 @@ class SamPromptGraph(nn.Module):
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + query_pe
         if cache is None:
-            out = _image_to_token(layer.cross_attn_image_to_token, xk, q, queries)
+            z, weights, values = _image_to_token(layer.cross_attn_image_to_token, xk, q, queries, keys)
         else:
-            out = _image_to_token_cached(layer.cross_attn_image_to_token, cache[2], q, queries)
-        return queries, layer.norm4(keys + out)
+            z, weights, values = _image_to_token_cached(layer.cross_attn_image_to_token, cache[2], q, queries, keys)
+        norm = layer.norm4
+        keys, mean, inv_std = _LayerNormWithStats.apply(z, norm.weight, norm.bias, norm.eps)
+        return queries, keys, _ImageUpdate(weights, values, mean, inv_std)
 
-    def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """output_upscaling + hypernetwork product, channels-last per 64x64 cell -> (1, M, 256, 256)."""
-        conv1, norm, _, conv2, _ = self.decoder.output_upscaling
-        conv1, conv2 = cast(nn.ConvTranspose2d, conv1), cast(nn.ConvTranspose2d, conv2)
-        norm = cast(LayerNorm2d, norm)
+    def _upscale_first(self, u_cache: torch.Tensor, first: _ImageUpdate, second: _ImageUpdate) -> torch.Tensor:
+        """keys2 @ W1 + b1 without the (N, C) x (C, 4 * mid) product, see the section comment.
+
+        With z1 = keys0 + A1 V1, keys1 = LN1(z1), z2 = keys1 + A2 V2, keys2 = LN2(z2), G = diag(gamma):
+          keys2 W1 = r2 (z2 - m2) G2 W1 + beta2 W1
+          z2 G2 W1 = r1 (z1 - m1) G1 G2 W1 + beta1 G2 W1 + A2 (V2 G2 W1)
+          z1 G1 G2 W1 = u_cache + A1 (V1 G1 G2 W1)
+        with m, r each row's mean and 1 / std. A row's weights sum to `heads`, so a constant row is
+        added to every value row / heads; the mean and std terms ride along as extra columns.
+        """
+        norm1, norm2 = _image_norms(self.decoder)
+        transformer = cast(TwoWayTransformer, self.decoder.transformer)
+        heads = cast(TwoWayAttentionBlock, transformer.layers[0]).cross_attn_image_to_token.num_heads
+        w1, b1 = _upscale_first_weight(self.decoder)
+        w2 = norm2.weight[:, None] * w1  # G2 W1
+        w12 = norm1.weight[:, None] * w2  # G1 G2 W1
+        values1 = torch.cat([first.values @ w12, -w12.sum(0, keepdim=True)])
+        u1 = torch.cat([first.weights, first.mean], dim=1) @ values1 + u_cache  # (z1 - m1) G1 G2 W1
+        constant = norm1.bias @ w2
+        bias = (norm2.bias @ w1 + b1)[None]
+        values2 = torch.cat([second.values @ w2 + constant / heads, -w2.sum(0, keepdim=True), bias])
+        u2 = torch.cat([second.weights, second.mean, 1 / second.inv_std], dim=1) @ values2 + first.inv_std * u1
+        return second.inv_std * u2
+
+    def _upscale_masks(self, y1: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """The rest of output_upscaling from its first product y1 (N, 4 * mid), then the hypernetwork
+        product, channels-last per 64x64 cell -> (1, M, 256, 256)."""
+        _, norm, _, conv2, _ = self.decoder.output_upscaling
+        conv2, norm = cast(nn.ConvTranspose2d, conv2), cast(LayerNorm2d, norm)
         side = self.prompt_encoder.image_embedding_size[0]
-        mid, out = int(conv1.out_channels), int(conv2.out_channels)  # Python ints: static shapes in ONNX
+        mid, out = int(conv2.in_channels), int(conv2.out_channels)  # Python ints: static shapes in ONNX
+        first, second = self.gelu
+        x = F.gelu(F.layer_norm(y1.reshape(-1, mid), (mid,), norm.weight, norm.bias, norm.eps), approximate=first)
         # ConvTranspose2d(k=2, s=2) weight (in, out, a, b): each cell becomes a 2x2 block of `out`.
-        bias1, bias2 = cast(torch.Tensor, conv1.bias), cast(torch.Tensor, conv2.bias)
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(-1, 4 * mid)
-        x = (keys @ w1 + bias1.repeat(4)).reshape(-1, mid)
-        x = F.gelu(F.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(-1, 4 * out)
-        x = F.gelu((x @ w2 + bias2.repeat(4)).reshape(-1, out))
+        x = F.gelu((x @ w2 + cast(torch.Tensor, conv2.bias).repeat(4)).reshape(-1, out), approximate=second)
         masks = (x @ hyper.T).reshape(side, side, 2, 2, 2, 2, -1)  # (i, j, a, b, c, d, mask)
         # Pixel (4i + 2a + c, 4j + 2b + d) of each mask.
         return masks.permute(6, 0, 2, 4, 1, 3, 5).reshape(1, -1, side * 4, side * 4)
@@ -482,6 +579,7 @@ class SamPromptGraph(nn.Module):
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         q_cache: torch.Tensor,
+        u_cache: torch.Tensor,
         point_coords: torch.Tensor,
         point_labels: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -489,10 +587,8 @@ class SamPromptGraph(nn.Module):
         decoder = self.decoder
         sparse = self.prompt_encoder.embed_points(point_coords, point_labels)[0]
         tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight, sparse], dim=0)
-        queries = tokens
-        queries, keys = self._block(0, queries, keys, tokens, (k_cache, v_cache, q_cache))
-        for i in range(1, len(decoder.transformer.layers)):
-            queries, keys = self._block(i, queries, keys, tokens, None)
+        queries, keys, first = self._block(0, tokens, keys, tokens, (k_cache, v_cache, q_cache))
+        queries, keys, second = self._block(1, queries, keys, tokens, None)
         attn = _token_to_image(
             decoder.transformer.final_attn_token_to_image, queries + tokens, keys + self.key_pe, keys
         )
@@ -501,7 +597,7 @@ class SamPromptGraph(nn.Module):
         iou = decoder.iou_prediction_head(queries[0])[None]
         mask_tokens = queries[1 : 1 + decoder.num_mask_tokens]
         hyper = torch.stack([mlp(mask_tokens[i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])
-        return iou, self._upscale_masks(keys, hyper)
+        return iou, self._upscale_masks(self._upscale_first(u_cache, first, second), hyper)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: tuple, outputs: tuple, dynamic: dict) -> None:
@@ -513,7 +609,7 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: tuple, outputs: 
             args,
             str(path),
             dynamo=False,
-            opset_version=OPSET,
+            opset_version=INTERACTIVE_OPSET,
             input_names=list(inputs),
             output_names=list(outputs),
             dynamic_axes=dynamic,
@@ -521,8 +617,8 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: tuple, outputs: 
         )
 
 
-def export_interactive(model: Sam, graph: str, path: Path) -> None:
-    """Write the interactive `graph` ("prepare" or "prompt") of `model` to `path`."""
+def export_interactive(model: Sam, graph: str, path: Path, gelu: tuple[str, str] = UPSCALE_GELU) -> None:
+    """Write the interactive `graph` ("prepare" or "prompt") of `model` to `path`; `gelu` as SamPromptGraph's."""
     example = _example_inputs()
     prepare = SamPrepareGraph(model).eval()
     if graph == "prepare":
@@ -531,7 +627,7 @@ def export_interactive(model: Sam, graph: str, path: Path) -> None:
         with torch.no_grad():
             cache = prepare(example[0], example[3], example[4])
         points = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-        _export(SamPromptGraph(model), (*cache, *example[1:3]), path, PROMPT_INPUTS, PROMPT_OUTPUTS, points)
+        _export(SamPromptGraph(model, gelu), (*cache, *example[1:3]), path, PROMPT_INPUTS, PROMPT_OUTPUTS, points)
     else:
         raise ValueError(f"unknown interactive graph {graph!r}")
 

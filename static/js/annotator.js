@@ -50,7 +50,9 @@ const state = {
 const prompts = new PromptHistory();
 const labels = new Labels(projectId);
 // For tests and benchmarks/browser.py: timings of hover paints and decodes, milliseconds.
-const stats = (window.annotatorStats = { hoverToPaint: [], decodeMs: [], hoverDecodeMs: [], firstMaskAt: null });
+// hoverSteps: per painted hover, where its time went: waiting for the decoder (event to request sent),
+// the decode in the worker, the round trip's messaging, and painting.
+const stats = (window.annotatorStats = { hoverToPaint: [], decodeMs: [], hoverDecodeMs: [], hoverSteps: [], firstMaskAt: null });
 
 // --- view: zoom, pan, canvases ---------------------------------------------------------------------------
 
@@ -237,13 +239,17 @@ async function hoverAt(point, eventTime) {
   if (!state.ready || s.points.length || s.box || pointer.drag || pointer.pan) return;
   const generation = state.generation;
   try {
-    const result = await decoder.hover(request({ points: [[point[0], point[1], 1]], box: null, maskInput: null, multimask: true }));
+    const result = await decoder.hover(request({ points: [[point[0], point[1], 1]], box: null, maskInput: null, multimask: true }), eventTime);
     if (!result || generation !== state.generation || prompts.current.points.length || prompts.current.box || pointer.drag) return; // stale
     state.hover = { point, candidates: result.candidates };
     stats.hoverDecodeMs.push(result.ms);
     drawLive();
     updatePanel();
-    stats.hoverToPaint.push(performance.now() - eventTime);
+    pointer.refreshCursor();
+    const painted = performance.now();
+    stats.hoverToPaint.push(painted - eventTime);
+    const { sentAt, returnedAt, ms } = result;
+    stats.hoverSteps.push({ wait: sentAt - eventTime, decode: ms, trip: returnedAt - sentAt - ms, paint: painted - returnedAt });
     stats.firstMaskAt ??= performance.now(); // since navigation start
     root.dataset.hovers = String(stats.hoverToPaint.length);
   } catch (error) {
@@ -266,7 +272,9 @@ const pointer = new PointerInput(stage, view, $("cursor-pos"), {
   point: addPoint,
   box: setBox,
   boxChanged: drawPrompts,
+  deferCursor: () => decoder.hoverPending,
 });
+decoder.onIdle = () => pointer.refreshCursor();
 
 // --- saving, the label set and the objects list -------------------------------------------------------------
 

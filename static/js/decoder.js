@@ -1,6 +1,16 @@
 // The page's handle on the decoder worker. One decode runs at a time; clicks wait their turn in order,
 // while hover keeps a single slot: a newer hover replaces a waiting one, which resolves to null, so
 // hover requests never queue up behind a slow decoder.
+//
+// A hover that has already waited while the pointer keeps moving is stale: the next pointer event is
+// due in less than an event interval, and decoding that one instead shows the pointer's position a
+// little later but fresher (input sampled as late as possible). So when the decoder frees up and the
+// waiting hover is older than HOLD_MIN_AGE_MS, it is held until the next event is due (plus slack);
+// a newer hover starts at once, and if none comes (the pointer stopped) the held one runs.
+const HOLD_MIN_AGE_MS = 3;
+const HOLD_SLACK_MS = 3;
+const MAX_EVENT_INTERVAL_MS = 34; // slower than ~30 events/s is not a steady move: never hold
+const INTERVAL_SAMPLES = 8;
 
 export class Decoder {
   constructor(workerUrl) {
@@ -10,6 +20,10 @@ export class Decoder {
     this.busy = false;
     this.clicks = [];
     this.hoverSlot = null;
+    this.hoverTimes = []; // arrival times of the latest hovers, to know the pointer's event interval
+    this.holdTimer = null;
+    this.hoverRunning = false;
+    this.onIdle = () => {}; // called when the last queued decode is done
     this.worker.onmessage = ({ data }) => {
       const call = this.pending.get(data.id);
       this.pending.delete(data.id);
@@ -43,32 +57,76 @@ export class Decoder {
     });
   }
 
-  hover(args) {
+  // time: the pointer event's timeStamp (performance.now() clock).
+  hover(args, time = performance.now()) {
     if (this.hoverSlot) this.hoverSlot.resolve(null);
+    this.hoverTimes.push(time);
+    if (this.hoverTimes.length > INTERVAL_SAMPLES + 1) this.hoverTimes.shift();
     return new Promise((resolve, reject) => {
-      this.hoverSlot = { args, resolve, reject };
+      this.hoverSlot = { args, time, resolve, reject };
       this.pump();
     });
+  }
+
+  // Median gap between the latest hovers, or null when the pointer is not moving steadily.
+  eventInterval() {
+    const times = this.hoverTimes;
+    if (times.length < 4) return null;
+    const gaps = times.slice(1).map((t, i) => t - times[i]).sort((a, b) => a - b);
+    const median = gaps[gaps.length >> 1];
+    return median <= MAX_EVENT_INTERVAL_MS ? median : null;
+  }
+
+  // Milliseconds to hold the waiting hover for a fresher one (see the top), or 0 to decode it now.
+  holdFor(slot) {
+    const interval = this.eventInterval();
+    const now = performance.now();
+    if (interval === null || now - slot.time < HOLD_MIN_AGE_MS) return 0;
+    return Math.max(0, slot.time + interval + HOLD_SLACK_MS - now);
+  }
+
+  // True from a hover's request until its decode is done (or it is dropped).
+  get hoverPending() {
+    return this.hoverRunning || this.hoverSlot !== null;
   }
 
   // A click made after a hover also makes that hover stale.
   dropHover() {
     if (this.hoverSlot) this.hoverSlot.resolve(null);
     this.hoverSlot = null;
+    this.hoverTimes = [];
   }
 
-  async pump() {
+  async pump(held = false) {
     if (this.busy) return;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+    if (!this.clicks.length && this.hoverSlot && !held) {
+      const hold = this.holdFor(this.hoverSlot);
+      if (hold > 0) {
+        this.holdTimer = setTimeout(() => this.pump(true), hold);
+        return;
+      }
+    }
     const job = this.clicks.shift() || this.hoverSlot;
-    if (!job) return;
-    if (job === this.hoverSlot) this.hoverSlot = null;
+    if (!job) {
+      this.onIdle();
+      return;
+    }
+    this.hoverRunning = job === this.hoverSlot;
+    if (this.hoverRunning) this.hoverSlot = null;
     this.busy = true;
     try {
-      job.resolve(await this.call("decode", job.args));
+      const sent = performance.now();
+      const result = await this.call("decode", job.args);
+      result.sentAt = sent; // for the page's timing breakdown
+      result.returnedAt = performance.now();
+      job.resolve(result);
     } catch (error) {
       job.reject(error);
     } finally {
       this.busy = false;
+      this.hoverRunning = false;
       this.pump();
     }
   }

@@ -1,6 +1,11 @@
 // Pointer gestures on the image: a click adds a point (right button or Alt: negative), a drag draws a
 // box, a plain move hovers, and Space held (see shortcuts.js) or the middle button pans. Positions are
 // image pixels; the readout in the corner shows the pixel under the pointer.
+//
+// The readout changes on every move, and every change makes the browser render a frame. While a hover
+// mask is being decoded the readout waits for it (refreshCursor), so a moving pointer costs one frame
+// per mask instead of one per move: frames take CPU from the decoder, a lot where the page is
+// composited in software (a machine or VM without a GPU: ~10% slower decodes, benchmarks/RESULTS.md).
 
 const DRAG_THRESHOLD = 4; // screen pixels before a press becomes a box
 // pointermove is dispatched once per animation frame; pointerrawupdate (Chromium, secure contexts) as
@@ -9,7 +14,8 @@ const MOVE_EVENT = "onpointerrawupdate" in window ? "pointerrawupdate" : "pointe
 
 export class PointerInput {
   // on: {enabled() (the image is ready for prompts), press() (a prompt gesture began), hover(point, time),
-  // unhover(), point([x, y, label]), box([x0, y0, x1, y1]), boxChanged() (repaint the box being drawn)}
+  // unhover(), point([x, y, label]), box([x0, y0, x1, y1]), boxChanged() (repaint the box being drawn),
+  // deferCursor() (true while a hover mask is on its way: see the top)}
   constructor(stage, view, readout, on) {
     this.stage = stage;
     this.view = view;
@@ -99,6 +105,10 @@ export class PointerInput {
   // The pixel under the pointer, written once per frame at most (pointer events come faster).
   showCursor(point) {
     this.cursor = point;
+    if (!this.on.deferCursor()) this.refreshCursor();
+  }
+
+  refreshCursor() {
     if (this.cursorFrame !== null) return;
     this.cursorFrame = requestAnimationFrame(() => {
       this.cursorFrame = null;
