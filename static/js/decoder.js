@@ -5,11 +5,13 @@
 // A hover that has already waited while the pointer keeps moving is stale: the next pointer event is
 // due in less than an event interval, and decoding that one instead shows the pointer's position a
 // little later but fresher (input sampled as late as possible). So when the decoder frees up and the
-// waiting hover is older than HOLD_MIN_AGE_MS, it is held until the next event is due (plus slack);
+// waiting hover is older than HOLD.minAgeMs, it is held until the next event is due (plus slack);
 // a newer hover starts at once, and if none comes (the pointer stopped) the held one runs.
-const HOLD_MIN_AGE_MS = 3;
-const HOLD_SLACK_MS = 3;
-const MAX_EVENT_INTERVAL_MS = 34; // slower than ~30 events/s is not a steady move: never hold
+const HOLD = {
+  minAgeMs: 3,
+  slackMs: 3,
+  maxIntervalMs: 34, // slower than ~30 events/s is not a steady move: never hold
+};
 const INTERVAL_SAMPLES = 8;
 
 export class Decoder {
@@ -23,6 +25,7 @@ export class Decoder {
     this.hoverTimes = []; // arrival times of the latest hovers, to know the pointer's event interval
     this.holdTimer = null;
     this.hoverRunning = false;
+    this.hold = { ...HOLD };
     this.onIdle = () => {}; // called when the last queued decode is done
     this.worker.onmessage = ({ data }) => {
       const call = this.pending.get(data.id);
@@ -74,15 +77,14 @@ export class Decoder {
     if (times.length < 4) return null;
     const gaps = times.slice(1).map((t, i) => t - times[i]).sort((a, b) => a - b);
     const median = gaps[gaps.length >> 1];
-    return median <= MAX_EVENT_INTERVAL_MS ? median : null;
+    return median <= this.hold.maxIntervalMs ? median : null;
   }
 
   // Milliseconds to hold the waiting hover for a fresher one (see the top), or 0 to decode it now.
-  holdFor(slot) {
+  holdFor(slot, now = performance.now()) {
     const interval = this.eventInterval();
-    const now = performance.now();
-    if (interval === null || now - slot.time < HOLD_MIN_AGE_MS) return 0;
-    return Math.max(0, slot.time + interval + HOLD_SLACK_MS - now);
+    if (interval === null || now - slot.time < this.hold.minAgeMs) return 0;
+    return Math.max(0, slot.time + interval + this.hold.slackMs - now);
   }
 
   // True from a hover's request until its decode is done (or it is dropped).

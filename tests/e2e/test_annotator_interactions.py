@@ -144,6 +144,8 @@ def test_hover_then_click_offers_three_candidates(page: Page, stack: Stack, phot
     page.wait_for_function("() => window.annotatorStats.hoverToPaint.length >= 1")
     page.wait_for_timeout(300)  # let the compositor present the frame
     screenshot(page, "annotator-hover-helmet")
+    # The readout (held back while a hover mask is on its way) ends on the pixel under the pointer.
+    expect(page.locator("#cursor-pos")).to_have_text(f"{int(x)}, {int(y)}")
 
     click(page, photo, x, y)
     annotator = page.locator("#annotator")
