@@ -119,6 +119,16 @@ def decoder_path(graph: str = "decoder") -> Path:
     return path
 
 
+def interactive_graphs_version() -> str:
+    """What names the current interactive pair (checkpoint hash and export format), for the page to put
+    in the graphs' URLs: a browser never pairs a cached prepare graph with a prompt graph of another
+    version. Empty where the checkpoint's hash is not known yet (the URLs then rely on the ETag)."""
+    try:
+        return interactive_onnx_path(current_spec(), settings.DECODER_DIR, "prompt").stem
+    except ValueError:
+        return ""
+
+
 @functools.cache
 def server_decoder() -> OnnxDecoder:
     return OnnxDecoder(decoder_path())

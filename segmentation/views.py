@@ -33,6 +33,7 @@ def annotator_page(request: HttpRequest, image_id: int) -> HttpResponse:
         "project": image.project,
         "role": role,
         "model_key": model_runtime.current_spec().key,
+        "graphs_version": model_runtime.interactive_graphs_version(),
         "previous_id": previous_id,
         "next_id": next_id,
     }

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from segmentation import rle, services
@@ -113,3 +114,21 @@ def test_it_explains_a_bad_candidate(as_alice: APIClient, astronaut: Image) -> N
         response = as_alice.post(url, prompt, format="json")
         assert response.status_code == 400, prompt
         assert message in response.json()["error"], response.json()
+
+
+def test_the_annotator_asks_for_one_version_of_the_graph_pair(
+    alice: User, as_alice: APIClient, astronaut: Image
+) -> None:
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(f"/images/{astronaut.id}/").content.decode()
+    version = page.split('data-graphs-version="')[1].split('"')[0]
+    assert version.startswith("mobile_sam.prompt.") and ".v" in version
+    for graph in ("prepare", "prompt"):
+        url = f"/api/v1/models/mobile_sam/decoder.onnx?graph={graph}&v={version}"
+        response = as_alice.get(url)
+        assert response.status_code == 200
+        assert response["ETag"] == f'"{version.replace(".prompt.", f".{graph}.")}"'
+        assert as_alice.get(url, HTTP_IF_NONE_MATCH=response["ETag"]).status_code == 304
+    bad = as_alice.get("/api/v1/models/mobile_sam/decoder.onnx?graph=hover")
+    assert bad.status_code == 400 and "graph must be one of" in bad.json()["error"]

@@ -422,7 +422,8 @@ $("zoom-fit").addEventListener("click", () => view.fit());
 // --- start-up: decoder, labels, image list and the first image in parallel ------------------------------------
 
 const pageOpened = performance.now();
-const graphUrl = (graph) => `/api/v1/models/${modelKey}/decoder.onnx?graph=${graph}`;
+// The version in the URL keeps a browser from pairing cached graphs of two versions (prepare feeds prompt).
+const graphUrl = (graph) => `/api/v1/models/${modelKey}/decoder.onnx?graph=${graph}&v=${root.dataset.graphsVersion}`;
 const query = new URLSearchParams(location.search);
 const decoderReady = decoder
   .init({
