@@ -579,9 +579,14 @@ upscaling's two products (0.93, and no faster); upscaling only the shown mask (n
 feature maps are the cost); scores of the first layer's cached image queries through one block-diagonal
 product instead of a transpose (50.3 vs 51.0 ms: no change); outputs split below 1 MiB so that the
 browser allocates them from its buckets (no change); the image's caches baked into a per-image session as
-initializers (3.5 ms faster, 54.0 vs 57.5, since the ~14 MB of inputs are not copied into wasm memory per
-run, but a session per image to build and hold); turning off onnxruntime's thread spinning (no change);
-3 threads on 2 cores (slower)."""
+(external-data) initializers, so the ~14 MB of inputs are not copied into wasm memory per run (no clear
+gain: 3.5 ms faster in Chromium, 8 ms slower in Node; and a session per image to build and hold);
+turning off onnxruntime's thread spinning (no change, in p95 either); 3 threads on 2 cores (slower).
+The cursor readout held back during hover decodes: decode p50 75 -> 68 ms, p95 ~100 -> ~82 (three
+alternating pairs of single rounds, noisy). Run to run, the same code on this machine: 6-round runs gave
+hover-to-paint p95 ratios of 0.30, 0.36 and 0.32 (shorter runs 0.33-0.41): at the target, with no margin;
+the slowest hovers are decodes that lost a core to other work for a few ms (the profile shows single
+kernels, even a 57x256 Concat, taking 2-5 ms in some runs and microseconds in the others)."""
 
 
 def load_average() -> str:
