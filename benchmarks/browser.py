@@ -569,7 +569,9 @@ chosen).
 
 The prompt graph alone, in a Chromium worker with nothing else on the page (2 threads, the same prompt,
 interleaved, same run): the previous version 53.8 ms p50, with the folded upscaling and residuals 50.4,
-plus the tanh last GELU 46.2 (both GELUs in tanh form: 44.4, but worst fixture IoU 0.9979). In the
+plus the tanh last GELU 46.2 (both GELUs in tanh form: 44.4, but worst fixture IoU 0.9979); every
+reshape written with static sizes, so that no Shape/Gather/Concat chains run per decode (691 nodes ->
+352): another ~1 ms (47.0 -> 46.2 and 48.1 -> 46.9 in two runs). In the
 annotator the same graph takes ~60-70 ms: the machine's other work during the path (the benchmark's
 Python and Playwright, the browser and GPU processes, kernel workers) takes ~0.3-0.5 of the 2 cores.
 Pointer input alone does not slow it (a decode loop with Playwright moving the mouse at 60 Hz: 59.5 vs

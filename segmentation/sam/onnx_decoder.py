@@ -332,7 +332,7 @@ class OnnxDecoder:
 # - the full-resolution upscale is left out: the caller upsamples the one mask it keeps (see
 #   static/js/upscale.js, which follows SamPredictor's postprocess_masks exactly).
 
-INTERACTIVE_FORMAT_VERSION = 2
+INTERACTIVE_FORMAT_VERSION = 3
 # The upscaling's last GELU (65536 x 32 values) in tanh form: in onnxruntime-web the exact (erf) GELU
 # is the single most expensive step of the prompt graph (~9 ms of ~60 on 2 threads in Chromium: wasm
 # has no vector erf), the tanh form ~3 ms. There it costs almost nothing in exactness (worst fixture
@@ -347,14 +347,33 @@ PROMPT_OUTPUTS = ("iou_predictions", "low_res_masks")
 INTERACTIVE_GRAPHS = ("prepare", "prompt")
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(T, C) -> (heads, T, C / heads)."""
-    return x.reshape(x.shape[0], heads, -1).transpose(0, 1)
+# Every reshape below names its sizes as Python ints (from the module's layers) and leaves only the
+# token count as -1: a size read off a tensor traces into Shape/Gather/Concat nodes that onnxruntime
+# runs on every decode (~200 of them, ~2 ms in the browser).
 
 
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(heads, T, d) -> (T, heads * d)."""
-    return x.transpose(0, 1).reshape(x.shape[1], -1)
+def _dims(att: Attention) -> tuple[int, int, int]:
+    """(heads, head width, embedding width) of an attention, as Python ints."""
+    internal = int(att.q_proj.out_features)
+    return att.num_heads, internal // att.num_heads, int(att.q_proj.in_features)
+
+
+def _heads(x: torch.Tensor, heads: int, width: int) -> torch.Tensor:
+    """(T, heads * width) -> (heads, T, width)."""
+    return x.reshape(-1, heads, width).transpose(0, 1)
+
+
+def _merge_heads(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(heads, T, d) -> (T, width = heads * d)."""
+    return x.transpose(0, 1).reshape(-1, width)
+
+
+def _self_attention(att: Attention, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    """Attention.forward on (T, C) tokens, in the same order of operations."""
+    h, d, _ = _dims(att)
+    q, k, v = (_heads(proj(x), h, d) for proj, x in ((att.q_proj, q_in), (att.k_proj, k_in), (att.v_proj, v_in)))
+    attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d), dim=-1)
+    return att.out_proj(_merge_heads(attn @ v, h * d))
 
 
 class _LayerNormWithStats(torch.autograd.Function):
@@ -388,21 +407,21 @@ class _ImageUpdate:
 
 def _token_to_image(att: Attention, q_in: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
     """Attention(q=tokens (T, C), k=image xk (N, C), v=image xv (N, C)) -> (T, C), re-associated."""
-    h = att.num_heads
-    q = _heads(att.q_proj(q_in), h)  # (h, T, d)
-    d = q.shape[-1]
-    qk = (q @ att.k_proj.weight.reshape(h, d, -1)).reshape(-1, xk.shape[1])  # (h*T, C)
+    h, d, c = _dims(att)
+    q = _heads(att.q_proj(q_in), h, d)  # (h, T, d)
+    qk = (q @ att.k_proj.weight.reshape(h, d, c)).reshape(-1, c)  # (h*T, C)
     scores = F.linear(qk, xk) / math.sqrt(d)  # (h*T, N); the k bias is a per-row constant
-    pv = (torch.softmax(scores, dim=-1) @ xv).reshape(h, q.shape[1], -1)  # (h, T, C)
-    out = pv @ att.v_proj.weight.reshape(h, d, -1).transpose(1, 2) + att.v_proj.bias.reshape(h, 1, d)
-    return att.out_proj(_merge_heads(out))
+    pv = (torch.softmax(scores, dim=-1) @ xv).reshape(h, -1, c)  # (h, T, C)
+    out = pv @ att.v_proj.weight.reshape(h, d, c).transpose(1, 2) + att.v_proj.bias.reshape(h, 1, d)
+    return att.out_proj(_merge_heads(out, h * d))
 
 
 def _token_to_image_cached(att: Attention, q_in: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """As _token_to_image with the image side already projected: k (h, d, N), v (h, N, d)."""
-    q = _heads(att.q_proj(q_in), att.num_heads)
-    attn = torch.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1)
-    return att.out_proj(_merge_heads(attn @ v))
+    h, d, _ = _dims(att)
+    q = _heads(att.q_proj(q_in), h, d)
+    attn = torch.softmax(q @ k / math.sqrt(d), dim=-1)
+    return att.out_proj(_merge_heads(attn @ v, h * d))
 
 
 def _image_to_token_out(
@@ -410,11 +429,11 @@ def _image_to_token_out(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """attn (N, h, T) weights over the tokens v_in (T, C) -> rows + out_proj(attn @ v) as
     rows + attn @ (v Wo + bias / h), and the (weights (N, h*T), values (h*T, C)) of that product."""
-    h = att.num_heads
-    v = _heads(att.v_proj(v_in), h)  # (h, T, d)
-    wo = att.out_proj.weight.reshape(-1, h, v.shape[-1]).permute(1, 2, 0)  # (h, d, C)
-    values = (v @ wo).reshape(-1, wo.shape[-1]) + att.out_proj.bias / h  # (h*T, C)
-    weights = attn.reshape(attn.shape[0], -1)
+    h, d, c = _dims(att)
+    v = _heads(att.v_proj(v_in), h, d)  # (h, T, d)
+    wo = att.out_proj.weight.reshape(c, h, d).permute(1, 2, 0)  # (h, d, C)
+    values = (v @ wo).reshape(-1, c) + att.out_proj.bias / h  # (h*T, C)
+    weights = attn.flatten(1)
     return weights @ values + rows, weights, values
 
 
@@ -422,14 +441,12 @@ def _image_to_token(
     att: Attention, xq: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Attention(q=image xq (N, C), k=tokens k_in (T, C), v=tokens v_in (T, C)) added to `rows`, re-associated."""
-    h = att.num_heads
-    k = _heads(att.k_proj(k_in), h)  # (h, T, d)
-    d = k.shape[-1]
-    wq = att.q_proj.weight.reshape(h, d, -1)  # (h, d, C)
-    qk = (k @ wq).reshape(-1, xq.shape[1])  # (h*T, C)
+    h, d, c = _dims(att)
+    k = _heads(att.k_proj(k_in), h, d)  # (h, T, d)
+    qk = (k @ att.q_proj.weight.reshape(h, d, c)).reshape(-1, c)  # (h*T, C)
     bias = (k @ att.q_proj.bias.reshape(h, d, 1)).reshape(-1)  # (h*T,)
     scores = (F.linear(xq, qk) + bias) / math.sqrt(d)  # (N, h*T)
-    attn = torch.softmax(scores.reshape(xq.shape[0], h, -1), dim=-1)
+    attn = torch.softmax(scores.unflatten(1, (h, -1)), dim=-1)
     return _image_to_token_out(att, attn, v_in, rows)
 
 
@@ -437,8 +454,9 @@ def _image_to_token_cached(
     att: Attention, q: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """As _image_to_token with the image queries already projected: q (h, N, d)."""
-    k = _heads(att.k_proj(k_in), att.num_heads)  # (h, T, d)
-    scores = (q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])).permute(1, 0, 2)  # (N, h, T)
+    h, d, _ = _dims(att)
+    k = _heads(att.k_proj(k_in), h, d)  # (h, T, d)
+    scores = (q @ k.transpose(1, 2) / math.sqrt(d)).permute(1, 0, 2)  # (N, h, T)
     return _image_to_token_out(att, torch.softmax(scores, dim=-1), v_in, rows)
 
 
@@ -479,9 +497,11 @@ class SamPrepareGraph(nn.Module):
         keys = (image_embeddings + dense).flatten(2)[0].T  # (N, C)
         x = keys + self.key_pe
         t2i, i2t = self.layer.cross_attn_token_to_image, self.layer.cross_attn_image_to_token
-        k = _heads(t2i.k_proj(x), t2i.num_heads).transpose(1, 2)
-        v = _heads(t2i.v_proj(keys), t2i.num_heads)
-        q = _heads(i2t.q_proj(x), i2t.num_heads)
+        h, d, _ = _dims(t2i)
+        k = _heads(t2i.k_proj(x), h, d).transpose(1, 2)
+        v = _heads(t2i.v_proj(keys), h, d)
+        h, d, _ = _dims(i2t)
+        q = _heads(i2t.q_proj(x), h, d)
         norm1, norm2 = _image_norms(self.decoder)
         w1, _ = _upscale_first_weight(self.decoder)
         u = keys @ ((norm1.weight * norm2.weight)[:, None] * w1)
@@ -511,10 +531,10 @@ class SamPromptGraph(nn.Module):
         """TwoWayAttentionBlock.forward on 2-D tensors (see transformer.py for the reference order)."""
         layer = cast(TwoWayAttentionBlock, self.decoder.transformer.layers[i])
         if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries[None], k=queries[None], v=queries[None])[0]
+            queries = _self_attention(layer.self_attn, queries, queries, queries)
         else:
-            q = (queries + query_pe)[None]
-            queries = queries + layer.self_attn(q=q, k=q, v=queries[None])[0]
+            q = queries + query_pe
+            queries = queries + _self_attention(layer.self_attn, q, q, queries)
         queries = layer.norm1(queries)
         q = queries + query_pe
         xk = keys + self.key_pe
