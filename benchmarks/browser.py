@@ -585,8 +585,9 @@ browser allocates them from its buckets (no change); the image's caches baked in
 gain: 3.5 ms faster in Chromium, 8 ms slower in Node; and a session per image to build and hold);
 turning off onnxruntime's thread spinning (no change, in p95 either); 3 threads on 2 cores (slower).
 The cursor readout held back during hover decodes: decode p50 75 -> 68 ms, p95 ~100 -> ~82 (three
-alternating pairs of single rounds, noisy). Run to run, the same code on this machine: 6-round runs gave
-hover-to-paint p95 ratios of 0.30, 0.36 and 0.32 (shorter runs 0.33-0.41): at the target, with no margin;
+alternating pairs of single rounds, noisy). Run to run on this machine, 6-round runs gave hover-to-paint
+p95 ratios of 0.30, 0.36 and 0.32 before the static reshapes, 0.31 and 0.33 (this one) after (shorter
+runs 0.33-0.41): at the target, with no margin;
 the slowest hovers are decodes that lost a core to other work for a few ms (the profile shows single
 kernels, even a 57x256 Concat, taking 2-5 ms in some runs and microseconds in the others)."""
 
