@@ -332,7 +332,7 @@ class OnnxDecoder:
 # - the full-resolution upscale is left out: the caller upsamples the one mask it keeps (see
 #   static/js/upscale.js, which follows SamPredictor's postprocess_masks exactly).
 
-INTERACTIVE_FORMAT_VERSION = 3
+INTERACTIVE_FORMAT_VERSION = 4
 # The upscaling's last GELU (65536 x 32 values) in tanh form: in onnxruntime-web the exact (erf) GELU
 # is the single most expensive step of the prompt graph (~9 ms of ~60 on 2 threads in Chromium: wasm
 # has no vector erf), the tanh form ~3 ms. There it costs almost nothing in exactness (worst fixture
@@ -467,6 +467,15 @@ def _upscale_first_weight(decoder: MaskDecoder) -> tuple[torch.Tensor, torch.Ten
     return conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1), cast(torch.Tensor, conv.bias).repeat(4)
 
 
+def _upscale_first_folded(decoder: MaskDecoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G2 W1, G1 G2 W1): the first upscaling weight with the gains of the LayerNorms before it folded
+    in (G = diag(gamma)); the prepare graph applies the second to the image, the prompt graph both."""
+    norm1, norm2 = _image_norms(decoder)
+    w1, _ = _upscale_first_weight(decoder)
+    w2 = norm2.weight[:, None] * w1
+    return w2, norm1.weight[:, None] * w2
+
+
 def _image_norms(decoder: MaskDecoder) -> tuple[nn.LayerNorm, nn.LayerNorm]:
     """The LayerNorms after each layer's image-to-token attention (the model has two layers)."""
     layers = [cast(TwoWayAttentionBlock, layer) for layer in cast(TwoWayTransformer, decoder.transformer).layers]
@@ -502,10 +511,8 @@ class SamPrepareGraph(nn.Module):
         v = _heads(t2i.v_proj(keys), h, d)
         h, d, _ = _dims(i2t)
         q = _heads(i2t.q_proj(x), h, d)
-        norm1, norm2 = _image_norms(self.decoder)
-        w1, _ = _upscale_first_weight(self.decoder)
-        u = keys @ ((norm1.weight * norm2.weight)[:, None] * w1)
-        return keys, k, v, q, u
+        _, w12 = _upscale_first_folded(self.decoder)
+        return keys, k, v, q, keys @ w12
 
 
 class SamPromptGraph(nn.Module):
@@ -567,8 +574,7 @@ class SamPromptGraph(nn.Module):
         transformer = cast(TwoWayTransformer, self.decoder.transformer)
         heads = cast(TwoWayAttentionBlock, transformer.layers[0]).cross_attn_image_to_token.num_heads
         w1, b1 = _upscale_first_weight(self.decoder)
-        w2 = norm2.weight[:, None] * w1  # G2 W1
-        w12 = norm1.weight[:, None] * w2  # G1 G2 W1
+        w2, w12 = _upscale_first_folded(self.decoder)
         values1 = torch.cat([first.values @ w12, -w12.sum(0, keepdim=True)])
         u1 = torch.cat([first.weights, first.mean], dim=1) @ values1 + u_cache  # (z1 - m1) G1 G2 W1
         constant = norm1.bias @ w2
